@@ -1,0 +1,159 @@
+//! The `Broker` trait: group fan-out between gateway instances, and its in-memory adapter.
+//!
+//! A broker carries events that storage has already committed; it is never the record. Delivery
+//! through a broker may be lossy (a lagging subscriber, a dropped connection), so a subscription
+//! says so with [`Delivery::Gap`] and the subscriber reads what it missed from storage by seq.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use tokio::sync::broadcast;
+
+use crate::event::Envelope;
+use crate::names::GroupName;
+
+/// What a subscription yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Event(Envelope),
+    /// Events may have been dropped before this point; the subscriber should read the group's
+    /// events after its last seen seq from storage.
+    Gap,
+}
+
+/// A live stream of one group's events. It ends when the broker shuts down.
+pub type Subscription = BoxStream<'static, Delivery>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Publish and subscribe per group.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Sends a committed event to every subscriber of its group, on every instance.
+    async fn publish(&self, envelope: Envelope) -> Result<(), BrokerError>;
+
+    /// Starts receiving the events of `group` published from now on.
+    async fn subscribe(&self, group: &GroupName) -> Result<Subscription, BrokerError>;
+
+    /// A short name for logs and readiness reports, such as `memory` or `redis`.
+    fn kind(&self) -> &'static str;
+}
+
+/// Fan-out inside one process, for a single gateway instance.
+///
+/// Each group has a `tokio::sync::broadcast` channel. A subscriber that falls more than
+/// `capacity` events behind loses the oldest ones and receives [`Delivery::Gap`] instead.
+pub struct MemoryBroker {
+    capacity: usize,
+    /// One channel per group that has ever been published to or subscribed; groups are few and
+    /// long-lived, so entries are never removed.
+    channels: Mutex<HashMap<GroupName, broadcast::Sender<Envelope>>>,
+}
+
+impl MemoryBroker {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn sender(&self, group: &GroupName) -> broadcast::Sender<Envelope> {
+        let mut channels = self.channels.lock().expect("broker mutex poisoned");
+        channels
+            .entry(group.clone())
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .clone()
+    }
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self::new(4096)
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, envelope: Envelope) -> Result<(), BrokerError> {
+        // A send error only means nobody subscribes to the group right now.
+        let _ = self.sender(&envelope.group).send(envelope);
+        Ok(())
+    }
+
+    async fn subscribe(&self, group: &GroupName) -> Result<Subscription, BrokerError> {
+        let receiver = self.sender(group).subscribe();
+        let deliveries = stream::unfold(receiver, |mut receiver| async move {
+            match receiver.recv().await {
+                Ok(envelope) => Some((Delivery::Event(envelope), receiver)),
+                Err(broadcast::error::RecvError::Lagged(_)) => Some((Delivery::Gap, receiver)),
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        });
+        Ok(deliveries.boxed())
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn envelope(group: &str, seq: u64) -> Envelope {
+        Envelope {
+            group: GroupName::parse(group).unwrap(),
+            seq,
+            frame: Bytes::from(format!("{seq}")),
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribers_receive_their_group_only() {
+        let broker = MemoryBroker::default();
+        let mut finance = broker
+            .subscribe(&GroupName::parse("finance").unwrap())
+            .await
+            .unwrap();
+
+        broker.publish(envelope("operations", 1)).await.unwrap();
+        broker.publish(envelope("finance", 1)).await.unwrap();
+
+        assert_eq!(
+            finance.next().await,
+            Some(Delivery::Event(envelope("finance", 1)))
+        );
+    }
+
+    #[tokio::test]
+    async fn lagging_subscriber_sees_a_gap() {
+        let broker = MemoryBroker::new(2);
+        let mut sub = broker
+            .subscribe(&GroupName::parse("finance").unwrap())
+            .await
+            .unwrap();
+
+        for seq in 1..=5 {
+            broker.publish(envelope("finance", seq)).await.unwrap();
+        }
+
+        assert_eq!(sub.next().await, Some(Delivery::Gap));
+        assert_eq!(
+            sub.next().await,
+            Some(Delivery::Event(envelope("finance", 4)))
+        );
+        assert_eq!(
+            sub.next().await,
+            Some(Delivery::Event(envelope("finance", 5)))
+        );
+    }
+}

@@ -1,0 +1,486 @@
+//! Notifications, read marks and the per-group event log.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use herald_core::event::{Envelope, EventKind};
+use herald_core::store::{
+    AuditEntry, Confirmed, Created, ListFilter, NewNotification, NotificationStore, Reader, Scope,
+    StoreResult,
+};
+use herald_core::{GroupName, Notification, NotificationId, Status, Username};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+
+use crate::SeaStore;
+use crate::convert;
+use crate::entity::{group, group_event, notification, notification_read};
+use crate::error::{StoreErrorExt, is_unique_violation, to_store_error};
+
+#[async_trait]
+impl NotificationStore for SeaStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.db.ping().await.context("ping the database")
+    }
+
+    async fn create_notification(&self, new: NewNotification) -> StoreResult<Created> {
+        let txn = self
+            .db
+            .begin()
+            .await
+            .context("begin creating a notification")?;
+
+        // Taking the seqs first write-locks the audience groups (and, on SQLite, the database)
+        // before anything is read, so concurrent creations queue here.
+        let audience = audience(&new.sender_group, &new.receiver_group);
+        let seqs = next_seqs(&txn, &audience).await?;
+
+        if let Some(key) = &new.idempotency
+            && let Some(existing) = find_by_key(&txn, &new.sender, &key.key).await?
+        {
+            txn.rollback()
+                .await
+                .context("roll back a replayed creation")?;
+            return replayed(existing, &key.fingerprint);
+        }
+
+        let row = notification::ActiveModel {
+            content: Set(new.content.into_inner()),
+            sender: Set(new.sender.to_string()),
+            sender_group: Set(new.sender_group.to_string()),
+            receiver_group: Set(new.receiver_group.to_string()),
+            status: Set(Status::Pending.as_str().to_owned()),
+            priority: Set(new.priority.as_str().to_owned()),
+            confirmed_by: Set(None),
+            confirmed_at: Set(None),
+            created_at: Set(herald_core::notification::now_millis()),
+            idempotency_key: Set(new.idempotency.as_ref().map(|k| k.key.clone())),
+            idempotency_fingerprint: Set(new.idempotency.as_ref().map(|k| k.fingerprint.clone())),
+            ..Default::default()
+        };
+        let inserted = match notification::Entity::insert(row)
+            .exec_with_returning(&txn)
+            .await
+        {
+            Ok(model) => model,
+            Err(e) if is_unique_violation(&e) && new.idempotency.is_some() => {
+                // A concurrent request with the same key committed first.
+                txn.rollback()
+                    .await
+                    .context("roll back a duplicate creation")?;
+                let key = new.idempotency.expect("checked above");
+                let existing = find_by_key(&self.db, &new.sender, &key.key)
+                    .await?
+                    .ok_or_else(|| to_store_error(e, "reload a notification by idempotency key"))?;
+                return replayed(existing, &key.fingerprint);
+            }
+            Err(e) => return Err(to_store_error(e, "insert a notification")),
+        };
+
+        let notification = convert::notification(inserted, Some(true))?;
+        let events = write_events(&txn, EventKind::Created, &notification, &seqs).await?;
+
+        txn.commit().await.context("commit a notification")?;
+        Ok(Created::New {
+            notification,
+            events,
+        })
+    }
+
+    async fn find_notification(
+        &self,
+        id: NotificationId,
+        reader: &Username,
+    ) -> StoreResult<Option<Notification>> {
+        let Some(row) = notification::Entity::find_by_id(id)
+            .one(&self.db)
+            .await
+            .context("load a notification")?
+        else {
+            return Ok(None);
+        };
+        let read = is_read_by(&self.db, &row, reader).await?;
+        Ok(Some(convert::notification(row, Some(read))?))
+    }
+
+    async fn confirm_notification(
+        &self,
+        id: NotificationId,
+        by: &Username,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Confirmed> {
+        let txn = self
+            .db
+            .begin()
+            .await
+            .context("begin confirming a notification")?;
+
+        // The conditional update is the whole decision: of concurrent confirmations, on any
+        // number of instances, exactly one finds the row still pending.
+        let updated = notification::Entity::update_many()
+            .col_expr(
+                notification::Column::Status,
+                Expr::value(Status::Confirmed.as_str()),
+            )
+            .col_expr(notification::Column::ConfirmedBy, Expr::value(by.as_str()))
+            .col_expr(notification::Column::ConfirmedAt, Expr::value(at))
+            .filter(notification::Column::Id.eq(id))
+            .filter(notification::Column::Status.eq(Status::Pending.as_str()))
+            .exec_with_returning(&txn)
+            .await
+            .context("confirm a notification")?;
+
+        let Some(row) = updated.into_iter().next() else {
+            txn.rollback()
+                .await
+                .context("roll back a lost confirmation")?;
+            return Ok(match self.find_notification(id, by).await? {
+                Some(current) => Confirmed::Already(current),
+                None => Confirmed::NotFound,
+            });
+        };
+
+        let read = is_read_by(&txn, &row, by).await?;
+        let notification = convert::notification(row, Some(read))?;
+        let seqs = next_seqs(
+            &txn,
+            &audience(&notification.sender_group, &notification.receiver_group),
+        )
+        .await?;
+        let events = write_events(&txn, EventKind::Confirmed, &notification, &seqs).await?;
+
+        txn.commit().await.context("commit a confirmation")?;
+        Ok(Confirmed::Now {
+            notification,
+            events,
+        })
+    }
+
+    async fn list_notifications(
+        &self,
+        reader: &Reader,
+        filter: &ListFilter,
+    ) -> StoreResult<Vec<Notification>> {
+        let Some(mut condition) = scope_condition(&reader.scope) else {
+            return Ok(Vec::new());
+        };
+        if let Some(status) = filter.status {
+            condition = condition.add(notification::Column::Status.eq(status.as_str()));
+        }
+        if let Some(group) = &filter.sender_group {
+            condition = condition.add(notification::Column::SenderGroup.eq(group.as_str()));
+        }
+        if let Some(group) = &filter.receiver_group {
+            condition = condition.add(notification::Column::ReceiverGroup.eq(group.as_str()));
+        }
+        if let Some(priority) = filter.priority {
+            condition = condition.add(notification::Column::Priority.eq(priority.as_str()));
+        }
+        if let Some(after) = filter.created_after {
+            condition = condition.add(notification::Column::CreatedAt.gt(after));
+        }
+        if let Some(before) = filter.created_before {
+            condition = condition.add(notification::Column::CreatedAt.lt(before));
+        }
+        if filter.unread_only {
+            condition = condition.add(unread_condition(&reader.username));
+        }
+        if let Some(before_id) = filter.before_id {
+            condition = condition.add(notification::Column::Id.lt(before_id));
+        }
+
+        let rows = notification::Entity::find()
+            .filter(condition)
+            .order_by_desc(notification::Column::Id)
+            .limit(filter.limit)
+            .all(&self.db)
+            .await
+            .context("list notifications")?;
+
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let read: HashSet<i64> = notification_read::Entity::find()
+            .select_only()
+            .column(notification_read::Column::NotificationId)
+            .filter(notification_read::Column::Username.eq(reader.username.as_str()))
+            .filter(notification_read::Column::NotificationId.is_in(ids))
+            .into_tuple::<i64>()
+            .all(&self.db)
+            .await
+            .context("load read marks")?
+            .into_iter()
+            .collect();
+
+        rows.into_iter()
+            .map(|row| {
+                let is_read = row.sender == reader.username.as_str() || read.contains(&row.id);
+                convert::notification(row, Some(is_read))
+            })
+            .collect()
+    }
+
+    async fn mark_read(
+        &self,
+        reader: &Reader,
+        ids: Option<&[NotificationId]>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let Some(mut condition) = scope_condition(&reader.scope) else {
+            return Ok(0);
+        };
+        condition = condition.add(unread_condition(&reader.username));
+        if let Some(ids) = ids {
+            condition = condition.add(notification::Column::Id.is_in(ids.iter().copied()));
+        }
+
+        // One INSERT ... SELECT, so that "mark all" is a single statement however many rows it
+        // touches; ON CONFLICT covers a concurrent request marking the same rows.
+        let select = Query::select()
+            .column(notification::Column::Id)
+            .expr(Expr::val(reader.username.as_str()))
+            .expr(Expr::val(at))
+            .from(notification::Entity)
+            .cond_where(condition)
+            .to_owned();
+        let insert = Query::insert()
+            .into_table(notification_read::Entity)
+            .columns([
+                notification_read::Column::NotificationId,
+                notification_read::Column::Username,
+                notification_read::Column::ReadAt,
+            ])
+            .select_from(select)
+            .map_err(|e| {
+                to_store_error(
+                    sea_orm::DbErr::Custom(e.to_string()),
+                    "build the mark-read query",
+                )
+            })?
+            .on_conflict(
+                OnConflict::columns([
+                    notification_read::Column::NotificationId,
+                    notification_read::Column::Username,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .to_owned();
+
+        let result = self
+            .db
+            .execute(&insert)
+            .await
+            .context("mark notifications read")?;
+        Ok(result.rows_affected())
+    }
+
+    async fn unread_count(&self, reader: &Reader) -> StoreResult<u64> {
+        let Some(condition) = scope_condition(&reader.scope) else {
+            return Ok(0);
+        };
+        notification::Entity::find()
+            .filter(condition.add(unread_condition(&reader.username)))
+            .count(&self.db)
+            .await
+            .context("count unread notifications")
+    }
+
+    async fn history(&self, id: NotificationId) -> StoreResult<Vec<AuditEntry>> {
+        let Some(row) = notification::Entity::find_by_id(id)
+            .one(&self.db)
+            .await
+            .context("load a notification")?
+        else {
+            return Ok(Vec::new());
+        };
+        let reads = notification_read::Entity::find()
+            .filter(notification_read::Column::NotificationId.eq(id))
+            .order_by_asc(notification_read::Column::ReadAt)
+            .order_by_asc(notification_read::Column::Username)
+            .all(&self.db)
+            .await
+            .context("load read marks")?;
+
+        let mut entries = vec![AuditEntry {
+            action: "created".into(),
+            user: convert::username(&row.sender)?,
+            at: row.created_at,
+        }];
+        for read in reads {
+            entries.push(AuditEntry {
+                action: "read".into(),
+                user: convert::username(&read.username)?,
+                at: read.read_at,
+            });
+        }
+        if let (Some(by), Some(at)) = (&row.confirmed_by, row.confirmed_at) {
+            entries.push(AuditEntry {
+                action: "confirmed".into(),
+                user: convert::username(by)?,
+                at,
+            });
+        }
+        // Stable, so that equal times keep created, read, confirmed order.
+        entries.sort_by_key(|e| e.at);
+        Ok(entries)
+    }
+
+    async fn events_after(
+        &self,
+        group: &GroupName,
+        after: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<Envelope>> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = group_event::Entity::find()
+            .filter(group_event::Column::GroupName.eq(group.as_str()))
+            .filter(group_event::Column::Seq.gt(after))
+            .order_by_asc(group_event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .context("load group events")?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Envelope {
+                group: group.clone(),
+                seq: row.seq as u64,
+                frame: row.frame.into_bytes().into(),
+            })
+            .collect())
+    }
+}
+
+/// The groups that receive a notification's events, sorted so that every writer locks them in
+/// the same order and concurrent transactions cannot deadlock.
+fn audience(sender: &GroupName, receiver: &GroupName) -> Vec<GroupName> {
+    let mut groups = vec![sender.clone(), receiver.clone()];
+    groups.sort();
+    groups.dedup();
+    groups
+}
+
+/// Increments each group's seq and returns the new values, in the order given.
+async fn next_seqs(
+    txn: &DatabaseTransaction,
+    groups: &[GroupName],
+) -> StoreResult<Vec<(GroupName, u64)>> {
+    let mut seqs = Vec::with_capacity(groups.len());
+    for name in groups {
+        let updated = group::Entity::update_many()
+            .col_expr(
+                group::Column::LastSeq,
+                Expr::col(group::Column::LastSeq).add(1),
+            )
+            .filter(group::Column::Name.eq(name.as_str()))
+            .exec_with_returning(txn)
+            .await
+            .context("increment a group seq")?;
+        let row = updated
+            .into_iter()
+            .next()
+            .ok_or_else(|| herald_core::StoreError::Internal {
+                context: "increment a group seq",
+                source: format!("group {name} does not exist").into(),
+            })?;
+        seqs.push((name.clone(), row.last_seq as u64));
+    }
+    Ok(seqs)
+}
+
+/// Encodes and stores one event per audience group, returning them for publishing.
+async fn write_events(
+    txn: &DatabaseTransaction,
+    kind: EventKind,
+    notification: &Notification,
+    seqs: &[(GroupName, u64)],
+) -> StoreResult<Vec<Envelope>> {
+    let events: Vec<Envelope> = seqs
+        .iter()
+        .map(|(group, seq)| Envelope::encode(kind, group, *seq, notification))
+        .collect();
+    let rows = events.iter().map(|e| group_event::ActiveModel {
+        group_name: Set(e.group.to_string()),
+        seq: Set(e.seq as i64),
+        kind: Set(kind.as_str().to_owned()),
+        notification_id: Set(notification.id),
+        frame: Set(e.frame_text().to_owned()),
+        created_at: Set(herald_core::notification::now_millis()),
+    });
+    group_event::Entity::insert_many(rows)
+        .exec_without_returning(txn)
+        .await
+        .context("insert group events")?;
+    Ok(events)
+}
+
+async fn find_by_key<C: ConnectionTrait>(
+    db: &C,
+    sender: &Username,
+    key: &str,
+) -> StoreResult<Option<notification::Model>> {
+    notification::Entity::find()
+        .filter(notification::Column::Sender.eq(sender.as_str()))
+        .filter(notification::Column::IdempotencyKey.eq(key))
+        .one(db)
+        .await
+        .context("load a notification by idempotency key")
+}
+
+fn replayed(existing: notification::Model, fingerprint: &str) -> StoreResult<Created> {
+    if existing.idempotency_fingerprint.as_deref() != Some(fingerprint) {
+        return Ok(Created::KeyReused);
+    }
+    Ok(Created::Replayed(convert::notification(
+        existing,
+        Some(true),
+    )?))
+}
+
+async fn is_read_by<C: ConnectionTrait>(
+    db: &C,
+    row: &notification::Model,
+    reader: &Username,
+) -> StoreResult<bool> {
+    if row.sender == reader.as_str() {
+        return Ok(true);
+    }
+    let mark = notification_read::Entity::find_by_id((row.id, reader.to_string()))
+        .one(db)
+        .await
+        .context("load a read mark")?;
+    Ok(mark.is_some())
+}
+
+/// Rows the scope may see, or `None` when it may see nothing at all.
+fn scope_condition(scope: &Scope) -> Option<Condition> {
+    match scope {
+        Scope::All => Some(Condition::all()),
+        Scope::Groups(groups) if groups.is_empty() => None,
+        Scope::Groups(groups) => {
+            let names: Vec<&str> = groups.iter().map(GroupName::as_str).collect();
+            Some(
+                Condition::all().add(
+                    Condition::any()
+                        .add(notification::Column::SenderGroup.is_in(names.clone()))
+                        .add(notification::Column::ReceiverGroup.is_in(names)),
+                ),
+            )
+        }
+    }
+}
+
+/// Unread for a user: not sent by them and without their read mark.
+fn unread_condition(username: &Username) -> Condition {
+    let marks = Query::select()
+        .column(notification_read::Column::NotificationId)
+        .from(notification_read::Entity)
+        .and_where(notification_read::Column::Username.eq(username.as_str()))
+        .to_owned();
+    Condition::all()
+        .add(notification::Column::Sender.ne(username.as_str()))
+        .add(notification::Column::Id.not_in_subquery(marks))
+}
