@@ -1,0 +1,132 @@
+//! The axum application: shared state, the router and the server loop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath};
+use axum::http::{Method, Request, header};
+use axum::routing::{get, post};
+use herald_core::NotificationService;
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::TokenAuthority;
+use crate::error::ApiError;
+use crate::extract::MAX_BODY_BYTES;
+use crate::routes;
+
+/// State shared by every request handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The notification rules over storage and the broker; lives as long as the server.
+    pub service: NotificationService,
+    /// Verifies (and, with HS256, issues) access tokens; fixed at start-up.
+    pub tokens: Arc<TokenAuthority>,
+}
+
+impl FromRef<AppState> for Arc<TokenAuthority> {
+    fn from_ref(state: &AppState) -> Self {
+        state.tokens.clone()
+    }
+}
+
+/// Options of the HTTP layer.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// Browser origins allowed to call the API; empty disables CORS.
+    pub cors_origins: Vec<axum::http::HeaderValue>,
+}
+
+/// Builds the router with every route and middleware.
+pub fn router(state: AppState, options: &HttpOptions) -> Router {
+    let api = Router::new()
+        .route("/api/auth/token", post(routes::auth::issue_token))
+        .route("/api/groups/", get(routes::groups::list_groups))
+        .route(
+            "/api/notifications/",
+            get(routes::notifications::list).post(routes::notifications::create),
+        )
+        .route(
+            "/api/notifications/unread-count/",
+            get(routes::notifications::unread_count),
+        )
+        .route(
+            "/api/notifications/confirm/",
+            post(routes::notifications::confirm_batch),
+        )
+        .route(
+            "/api/notifications/read/",
+            post(routes::notifications::mark_many_read),
+        )
+        .route(
+            "/api/notifications/{id}/",
+            get(routes::notifications::get_one),
+        )
+        .route(
+            "/api/notifications/{id}/confirm/",
+            post(routes::notifications::confirm),
+        )
+        .route(
+            "/api/notifications/{id}/read/",
+            post(routes::notifications::mark_read),
+        )
+        .route(
+            "/api/notifications/{id}/history/",
+            get(routes::notifications::history),
+        )
+        .route("/api/openapi.json", get(routes::openapi::document))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz));
+
+    let mut app = api
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                // The path only: a query string may carry a token and is never logged.
+                let route = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map(MatchedPath::as_str)
+                    .unwrap_or("unmatched");
+                tracing::info_span!(
+                    "http_request",
+                    method = %request.method(),
+                    route,
+                    path = request.uri().path(),
+                    user = tracing::field::Empty,
+                )
+            }),
+        )
+        .with_state(state);
+
+    if !options.cors_origins.is_empty() {
+        let cors = CorsLayer::new()
+            .allow_origin(AllowOrigin::list(options.cors_origins.clone()))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                "idempotency-key".parse().expect("valid"),
+            ])
+            .expose_headers([header::LOCATION, header::LINK])
+            .max_age(Duration::from_secs(600));
+        app = app.layer(cors);
+    }
+    app
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

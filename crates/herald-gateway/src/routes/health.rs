@@ -1,0 +1,36 @@
+//! Liveness and readiness probes.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+
+/// `GET /healthz`: 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is running")))]
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: 200 while the database answers, 503 otherwise.
+#[utoipa::path(
+    get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready"), (status = 503, description = "The database is unreachable"))
+)]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let broker = state.service.broker().kind();
+    match state.service.store().ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "database": "ok", "broker": broker})),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "database": "unreachable", "broker": broker})),
+            )
+        }
+    }
+}
