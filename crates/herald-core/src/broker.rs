@@ -1,8 +1,13 @@
-//! The `Broker` trait: group fan-out between gateway instances, and its in-memory adapter.
+//! The `Broker` trait: fan-out between gateway instances, and its in-memory adapter.
 //!
-//! A broker carries events that storage has already committed; it is never the record. Delivery
-//! through a broker may be lossy (a lagging subscriber, a dropped connection), so a subscription
-//! says so with [`Delivery::Gap`] and the subscriber reads what it missed from storage by seq.
+//! A broker carries two kinds of traffic:
+//! - group events, which storage has already committed and numbered; the broker is never their
+//!   record. Delivery may be lossy (a lagging subscriber, a dropped connection), so a
+//!   subscription says so with [`Delivery::Gap`] and the subscriber reads what it missed from
+//!   storage by seq;
+//! - user signals, such as "this user's read state changed", which tell every instance to refresh
+//!   what it shows that user's sockets. They carry no state, so losing one only delays a badge
+//!   until the next signal.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,7 +17,7 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use tokio::sync::broadcast;
 
 use crate::event::Envelope;
-use crate::names::GroupName;
+use crate::names::{GroupName, Username};
 
 /// What a subscription yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +30,23 @@ pub enum Delivery {
 
 /// A live stream of one group's events. It ends when the broker shuts down.
 pub type Subscription = BoxStream<'static, Delivery>;
+
+/// A signal about one user, for every instance that serves the user's sockets.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserSignal {
+    pub username: Username,
+    pub kind: UserSignalKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserSignalKind {
+    /// The user's read marks changed: recount their unread notifications.
+    ReadStateChanged,
+}
+
+/// A live stream of user signals for every user.
+pub type SignalSubscription = BoxStream<'static, UserSignal>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -41,6 +63,12 @@ pub trait Broker: Send + Sync + 'static {
     /// Starts receiving the events of `group` published from now on.
     async fn subscribe(&self, group: &GroupName) -> Result<Subscription, BrokerError>;
 
+    /// Sends a user signal to every instance.
+    async fn signal_user(&self, signal: UserSignal) -> Result<(), BrokerError>;
+
+    /// Starts receiving user signals sent from now on, for all users.
+    async fn subscribe_signals(&self) -> Result<SignalSubscription, BrokerError>;
+
     /// A short name for logs and readiness reports, such as `memory` or `redis`.
     fn kind(&self) -> &'static str;
 }
@@ -54,6 +82,7 @@ pub struct MemoryBroker {
     /// One channel per group that has ever been published to or subscribed; groups are few and
     /// long-lived, so entries are never removed.
     channels: Mutex<HashMap<GroupName, broadcast::Sender<Envelope>>>,
+    signals: broadcast::Sender<UserSignal>,
 }
 
 impl MemoryBroker {
@@ -61,6 +90,7 @@ impl MemoryBroker {
         Self {
             capacity: capacity.max(1),
             channels: Mutex::new(HashMap::new()),
+            signals: broadcast::channel(capacity.max(1)).0,
         }
     }
 
@@ -99,6 +129,26 @@ impl Broker for MemoryBroker {
         Ok(deliveries.boxed())
     }
 
+    async fn signal_user(&self, signal: UserSignal) -> Result<(), BrokerError> {
+        let _ = self.signals.send(signal);
+        Ok(())
+    }
+
+    async fn subscribe_signals(&self) -> Result<SignalSubscription, BrokerError> {
+        let receiver = self.signals.subscribe();
+        let signals = stream::unfold(receiver, |mut receiver| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(signal) => return Some((signal, receiver)),
+                    // Signals carry no state: skipping lost ones only delays a refresh.
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(signals.boxed())
+    }
+
     fn kind(&self) -> &'static str {
         "memory"
     }
@@ -132,6 +182,22 @@ mod tests {
             finance.next().await,
             Some(Delivery::Event(envelope("finance", 1)))
         );
+    }
+
+    #[tokio::test]
+    async fn signals_reach_every_subscriber() {
+        let broker = MemoryBroker::default();
+        let mut first = broker.subscribe_signals().await.unwrap();
+        let mut second = broker.subscribe_signals().await.unwrap();
+        let signal = UserSignal {
+            username: Username::parse("fin").unwrap(),
+            kind: UserSignalKind::ReadStateChanged,
+        };
+
+        broker.signal_user(signal.clone()).await.unwrap();
+
+        assert_eq!(first.next().await, Some(signal.clone()));
+        assert_eq!(second.next().await, Some(signal));
     }
 
     #[tokio::test]

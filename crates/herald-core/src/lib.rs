@@ -18,7 +18,10 @@ pub mod policy;
 pub mod service;
 pub mod store;
 
-pub use broker::{Broker, BrokerError, Delivery, MemoryBroker, Subscription};
+pub use broker::{
+    Broker, BrokerError, Delivery, MemoryBroker, SignalSubscription, Subscription, UserSignal,
+    UserSignalKind,
+};
 pub use event::{Envelope, EventKind};
 pub use names::{GroupName, NameError, Username};
 pub use notification::{Content, Notification, NotificationId, Priority, Status};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, UserSignal, UserSignalKind};
 use crate::event::Envelope;
 use crate::names::GroupName;
 use crate::notification::{Content, Notification, NotificationId, Priority, now_millis};
@@ -285,10 +285,12 @@ impl NotificationService {
     /// Marks one visible notification read for the caller.
     pub async fn mark_read(&self, caller: &Caller, id: NotificationId) -> ServiceResult<u64> {
         self.get(caller, id).await?;
-        Ok(self
+        let updated = self
             .store
             .mark_read(&reader(caller), Some(&[id]), now_millis())
-            .await?)
+            .await?;
+        self.read_state_changed(caller, updated).await;
+        Ok(updated)
     }
 
     /// Marks several notifications, or all visible ones for `None`, read for the caller.
@@ -300,10 +302,12 @@ impl NotificationService {
         if let Some(ids) = ids {
             check_batch_size(ids)?;
         }
-        Ok(self
+        let updated = self
             .store
             .mark_read(&reader(caller), ids, now_millis())
-            .await?)
+            .await?;
+        self.read_state_changed(caller, updated).await;
+        Ok(updated)
     }
 
     pub async fn unread_count(&self, caller: &Caller) -> ServiceResult<u64> {
@@ -328,6 +332,21 @@ impl NotificationService {
         match self.store.find_group(&name).await? {
             Some(_) => Ok(name),
             None => Err(unknown()),
+        }
+    }
+
+    /// Tells every instance that the caller's unread count changed, so that each of the caller's
+    /// sockets gets the new count. Like events, a failed signal is logged and not returned.
+    async fn read_state_changed(&self, caller: &Caller, updated: u64) {
+        if updated == 0 {
+            return;
+        }
+        let signal = UserSignal {
+            username: caller.username.clone(),
+            kind: UserSignalKind::ReadStateChanged,
+        };
+        if let Err(error) = self.broker.signal_user(signal).await {
+            tracing::warn!(user = %caller.username, %error, "failed to signal a read state change");
         }
     }
 
