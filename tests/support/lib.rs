@@ -13,6 +13,7 @@ use herald_core::store::{DirectoryStore, UserRecord};
 use herald_core::{GroupName, MemoryBroker, NotificationService, SendRule, Username};
 use herald_gateway::app::{self, AppState, HttpOptions};
 use herald_gateway::auth::TokenAuthority;
+use herald_gateway::realtime::{Hub, RealtimeOptions};
 use herald_store::{SeaStore, StoreOptions};
 use sea_orm::ConnectionTrait;
 use serde_json::Value;
@@ -192,13 +193,18 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> anyhow::Result<Self> {
+        Self::spawn_with(backend, RealtimeOptions::default()).await
+    }
+
+    /// Spawns with the given live-delivery settings, such as a small queue or a short ping.
+    pub async fn spawn_with(backend: Backend, realtime: RealtimeOptions) -> anyhow::Result<Self> {
         let db = match backend {
             Backend::Sqlite => TestDb::sqlite()?,
             Backend::Postgres => TestDb::postgres()
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no PostgreSQL configured"))?,
         };
-        Self::spawn_on(db, backend).await
+        Self::spawn_on(db, backend, realtime).await
     }
 
     /// Spawns on PostgreSQL, or returns `None` when HERALD_TEST_DATABASE_URL is not set.
@@ -207,13 +213,17 @@ impl TestApp {
             .await
             .expect("create a PostgreSQL test database")?;
         Some(
-            Self::spawn_on(db, Backend::Postgres)
+            Self::spawn_on(db, Backend::Postgres, RealtimeOptions::default())
                 .await
                 .expect("postgres test app"),
         )
     }
 
-    async fn spawn_on(db: TestDb, backend: Backend) -> anyhow::Result<Self> {
+    async fn spawn_on(
+        db: TestDb,
+        backend: Backend,
+        realtime: RealtimeOptions,
+    ) -> anyhow::Result<Self> {
         let options = StoreOptions {
             acquire_timeout: Duration::from_secs(3),
             ..StoreOptions::default()
@@ -230,9 +240,11 @@ impl TestApp {
         )?);
         let service =
             NotificationService::new(Arc::new(store.clone()), Arc::new(MemoryBroker::default()));
+        let hub = Hub::start(service.clone(), realtime);
         let state = AppState {
             service,
             tokens: tokens.clone(),
+            hub: hub.clone(),
         };
         let router = app::router(state, &HttpOptions::default());
 
@@ -240,7 +252,7 @@ impl TestApp {
         let base = format!("http://{}", listener.local_addr()?);
         let (shutdown, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            app::serve(listener, router, async move {
+            app::serve(listener, router, hub, async move {
                 let _ = stopped.await;
             })
             .await

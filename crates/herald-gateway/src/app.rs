@@ -16,6 +16,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::TokenAuthority;
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
+use crate::realtime::Hub;
 use crate::routes;
 
 /// State shared by every request handler.
@@ -25,6 +26,8 @@ pub struct AppState {
     pub service: NotificationService,
     /// Verifies (and, with HS256, issues) access tokens; fixed at start-up.
     pub tokens: Arc<TokenAuthority>,
+    /// Live delivery to this instance's sockets.
+    pub hub: Arc<Hub>,
 }
 
 impl FromRef<AppState> for Arc<TokenAuthority> {
@@ -78,6 +81,8 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
             get(routes::notifications::history),
         )
         .route("/api/openapi.json", get(routes::openapi::document))
+        .route("/ws/notifications/", get(routes::ws::all_streams))
+        .route("/ws/notifications/{group}/", get(routes::ws::group_stream))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz));
 
@@ -120,13 +125,36 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
     app
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then finishes requests in flight.
+/// How long shutdown waits for sockets to finish their close handshake.
+const SOCKET_CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` until `shutdown` resolves. Then it stops accepting, closes every
+/// socket with 1001, finishes requests in flight and waits for the sockets to close.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    hub: Arc<Hub>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let closing = hub.clone();
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!(
+            open_sockets = closing.open_sockets(),
+            "closing sockets and finishing requests in flight"
+        );
+        closing.begin_shutdown();
+    };
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await?;
+
+    let remaining = hub.wait_closed(SOCKET_CLOSE_GRACE).await;
+    if remaining > 0 {
+        tracing::warn!(
+            remaining,
+            "sockets did not finish closing within {SOCKET_CLOSE_GRACE:?}; dropping them"
+        );
+    }
+    Ok(())
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use chrono::Utc;
 use herald_core::store::UserRecord;
 use herald_core::{Caller, GroupName, Username};
@@ -194,8 +194,8 @@ impl TokenAuthority {
 }
 
 /// Reads the bearer token from an `Authorization` header value.
-pub fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -215,7 +215,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let authority: Arc<TokenAuthority> = axum::extract::FromRef::from_ref(state);
-        let token = bearer_token(parts).ok_or_else(|| {
+        let token = bearer_token(&parts.headers).ok_or_else(|| {
             ApiError::Unauthorized(
                 "missing access token: send Authorization: Bearer <token>".into(),
             )

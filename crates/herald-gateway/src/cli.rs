@@ -15,6 +15,7 @@ use herald_store::{SeaStore, StoreOptions};
 use crate::app::{self, AppState, HttpOptions};
 use crate::auth::{self, TokenAuthority};
 use crate::config::{JwtKey, RawSettings, Settings, parse_duration, redact_url};
+use crate::realtime::{Hub, RealtimeOptions};
 
 /// Minimum password length accepted by `user add` and `user passwd`.
 const MIN_PASSWORD_CHARS: usize = 8;
@@ -288,9 +289,21 @@ async fn serve(settings: Settings, demo: bool) -> Result<(), Exit> {
 
     let store: Arc<dyn Store> = Arc::new(store);
     let service = NotificationService::new(store, Arc::new(MemoryBroker::default()));
+    let hub = Hub::start(
+        service.clone(),
+        RealtimeOptions {
+            queue_frames: settings.ws_queue_frames as usize,
+            queue_bytes: settings.ws_queue_bytes as usize,
+            ping_interval: settings.ws_ping_interval,
+            reconcile_interval: settings.reconcile_interval,
+            allowed_origins: settings.cors_origins.clone(),
+            ..RealtimeOptions::default()
+        },
+    );
     let state = AppState {
         service,
         tokens: Arc::new(authority),
+        hub: hub.clone(),
     };
     let router = app::router(
         state,
@@ -308,7 +321,7 @@ async fn serve(settings: Settings, demo: bool) -> Result<(), Exit> {
     tracing::info!(%address, "herald listening");
     println!("Herald is listening on http://{address}/");
 
-    app::serve(listener, router, shutdown_signal())
+    app::serve(listener, router, hub, shutdown_signal())
         .await
         .context("server failed")?;
     tracing::info!("herald stopped");
@@ -342,7 +355,7 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
-    tracing::info!("shutdown requested; finishing requests in flight");
+    tracing::info!("shutdown requested");
 }
 
 /// Creates the demo groups, users and rule on an empty database and prints the passwords once.

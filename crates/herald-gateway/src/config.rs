@@ -32,6 +32,10 @@ const KEYS: &[&str] = &[
     "cors_origins",
     "auto_migrate",
     "database_max_connections",
+    "ws_queue_frames",
+    "ws_queue_bytes",
+    "ws_ping_interval",
+    "reconcile_interval",
 ];
 
 /// A bad setting, rendered as one line.
@@ -179,6 +183,13 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub cors_origins: Vec<HeaderValue>,
     pub auto_migrate: bool,
+    /// Frames a socket may have queued before it is closed as a slow consumer.
+    pub ws_queue_frames: u32,
+    /// Bytes a socket may have queued before it is closed as a slow consumer.
+    pub ws_queue_bytes: u32,
+    pub ws_ping_interval: Duration,
+    /// How often each group channel compares its last delivered seq with storage.
+    pub reconcile_interval: Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -200,6 +211,10 @@ impl fmt::Debug for Settings {
             .field("log_format", &self.log_format)
             .field("cors_origins", &self.cors_origins)
             .field("auto_migrate", &self.auto_migrate)
+            .field("ws_queue_frames", &self.ws_queue_frames)
+            .field("ws_queue_bytes", &self.ws_queue_bytes)
+            .field("ws_ping_interval", &self.ws_ping_interval)
+            .field("reconcile_interval", &self.reconcile_interval)
             .finish()
     }
 }
@@ -263,15 +278,27 @@ impl Settings {
             ));
         }
 
-        let token_ttl = match raw.get("token_ttl") {
-            Some((v, _)) => parse_duration(v).ok_or_else(|| {
-                bad(
-                    "token_ttl",
-                    format!("{v:?} is not a duration; use one such as 30m or 1h"),
-                )
-            })?,
-            None => Duration::from_secs(3600),
-        };
+        let token_ttl =
+            parse_duration_setting(raw, "token_ttl", Duration::from_secs(3600), "30m or 1h")?;
+        let ws_queue_frames = parse_number(raw, "ws_queue_frames", 1024, 1..=1_000_000)?;
+        let ws_queue_bytes = parse_number(
+            raw,
+            "ws_queue_bytes",
+            4 * 1024 * 1024,
+            1024..=1024 * 1024 * 1024,
+        )?;
+        let ws_ping_interval =
+            parse_duration_setting(raw, "ws_ping_interval", Duration::from_secs(30), "30s")?;
+        let reconcile_interval =
+            parse_duration_setting(raw, "reconcile_interval", Duration::from_secs(2), "2s")?;
+        for (key, value) in [
+            ("ws_ping_interval", ws_ping_interval),
+            ("reconcile_interval", reconcile_interval),
+        ] {
+            if value < Duration::from_millis(100) {
+                return Err(bad(key, "must be at least 100ms".into()));
+            }
+        }
 
         let jwt_key = parse_jwt_key(raw)?;
 
@@ -325,6 +352,10 @@ impl Settings {
             log_format,
             cors_origins,
             auto_migrate,
+            ws_queue_frames,
+            ws_queue_bytes,
+            ws_ping_interval,
+            reconcile_interval,
         })
     }
 }
@@ -401,6 +432,21 @@ fn parse_jwt_key(raw: &RawSettings) -> Result<JwtKey, ConfigError> {
         algorithm,
         pem,
         path: PathBuf::from(path),
+    })
+}
+
+fn parse_duration_setting(
+    raw: &RawSettings,
+    key: &'static str,
+    default: Duration,
+    example: &str,
+) -> Result<Duration, ConfigError> {
+    let Some((v, _)) = raw.get(key) else {
+        return Ok(default);
+    };
+    parse_duration(v).ok_or_else(|| ConfigError {
+        source_name: raw.source(key),
+        message: format!("{v:?} is not a duration; use one such as {example}"),
     })
 }
 

@@ -54,6 +54,9 @@ pub enum ApiError {
     /// 404 `not_found`: a route that the configuration turned off, with the reason.
     #[error("{0}")]
     Disabled(String),
+    /// 426 `upgrade_required`: a plain HTTP request to a WebSocket endpoint.
+    #[error("{0}")]
+    UpgradeRequired(String),
     /// 503 `unavailable`: the database cannot be reached; retry later.
     #[error("service temporarily unavailable")]
     Unavailable(#[source] StoreError),
@@ -83,6 +86,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -100,6 +104,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unprocessable { code, .. } => code,
+            ApiError::UpgradeRequired(_) => "upgrade_required",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }

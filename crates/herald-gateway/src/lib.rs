@@ -1,8 +1,9 @@
-//! Herald's gateway: the axum application (REST API), JWT authentication, configuration, and
-//! the command line behind the `herald` binary.
+//! Herald's gateway: the axum application (REST API and WebSocket), JWT authentication,
+//! configuration, and the command line behind the `herald` binary.
 //!
 //! - [`app`]: shared state, the router and the server loop.
-//! - [`routes`]: HTTP handlers, one module per resource.
+//! - [`routes`]: HTTP handlers, one module per resource, and the WebSocket handshakes.
+//! - [`realtime`]: live delivery to sockets: group channels, outboxes and sessions.
 //! - [`auth`]: access tokens and password hashing.
 //! - [`config`]: settings from herald.toml, the environment and flags.
 //! - [`cli`]: the `herald` commands.
@@ -18,4 +19,5 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod logging;
+pub mod realtime;
 pub mod routes;
