@@ -20,6 +20,9 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 pub use reqwest::StatusCode;
+pub use ws::{Closed, WsClient};
+
+pub mod ws;
 
 /// The HS256 secret every test gateway signs with.
 pub const TEST_SECRET: &[u8] = b"test-secret-that-is-at-least-32-bytes-long";
@@ -285,8 +288,46 @@ impl TestApp {
             .0
     }
 
+    /// Signs a token for `username` with exactly `groups`, whatever the directory says.
+    pub fn token_with_groups(&self, username: &str, groups: &[&str], ttl: Duration) -> String {
+        let user = UserRecord {
+            username: Username::parse(username).expect("valid username"),
+            password_hash: String::new(),
+            groups: groups
+                .iter()
+                .map(|g| GroupName::parse(g).expect("valid group"))
+                .collect(),
+            admin: false,
+            created_at: chrono::Utc::now(),
+        };
+        self.tokens.issue(&user, ttl).expect("sign token").0
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The ws:// URL of a path.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws{}{}", self.base.trim_start_matches("http"), path)
+    }
+
+    /// Opens a socket as a seeded user, asserting that the handshake succeeds.
+    pub async fn ws(&self, user: &str, path: &str) -> WsClient {
+        let token = self.token(user).await;
+        self.ws_with_token(&token, path)
+            .await
+            .unwrap_or_else(|status| panic!("handshake for {user} on {path} refused: {status}"))
+    }
+
+    /// Opens a socket with a bearer token; returns the status of a refused handshake.
+    pub async fn ws_with_token(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> Result<WsClient, tokio_tungstenite::tungstenite::http::StatusCode> {
+        let bearer = format!("Bearer {token}");
+        WsClient::connect(&self.ws_url(path), &[("authorization", &bearer)]).await
     }
 
     pub async fn get(&self, user: &str, path: &str) -> Reply {

@@ -68,7 +68,7 @@ impl Default for RealtimeOptions {
 /// Identifies one socket within this process.
 pub type SocketId = u64;
 
-/// Why a socket could not join its groups.
+/// A failure to join a group channel in time.
 #[derive(Debug, thiserror::Error)]
 #[error("group {group} is not ready: storage did not answer within {timeout:?}")]
 pub struct JoinError {
@@ -371,8 +371,8 @@ async fn pump(
             }
         };
 
-        // Everything committed before the subscription started is in storage: the first time,
-        // it defines the head; after a lost subscription, it is what the pump may have missed.
+        // Everything committed before the subscription started is in storage. The first time,
+        // storage defines the head. After a lost subscription, it has what the pump missed.
         let ready = *channel.ready.borrow();
         if ready {
             catch_up(&channel, &service, None, &mut catch_up_failing).await;

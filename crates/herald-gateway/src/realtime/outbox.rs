@@ -21,7 +21,7 @@ pub struct Outbound {
     pub text: Utf8Bytes,
 }
 
-/// Why a push did not enqueue the frame.
+/// The reason a push did not enqueue the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
     /// The queue is full; the socket is being closed as a slow consumer.

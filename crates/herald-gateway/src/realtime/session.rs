@@ -2,8 +2,8 @@
 //!
 //! Two tasks share the socket. The reader parses client frames and runs their commands in order,
 //! each in a task of its own so that a command whose socket closes still completes and publishes.
-//! The writer owns the sending half: it first replays the stored events a `since` asked for, then
-//! writes the outbox, whatever is queued in one flush, and closes the socket when the outbox
+//! The writer owns the sending half. It first replays the stored events that a `since` requested,
+//! then writes the outbox, everything queued in one flush. It closes the socket when the outbox
 //! overflows, the token expires, pings go unanswered, the client breaks a limit or the server
 //! shuts down.
 
@@ -26,8 +26,10 @@ use super::outbox::{Outbound, OutboxReceiver, OutboxSender, OverflowWatch};
 use super::protocol::{self, Command, CommandError, close};
 use crate::error::ApiError;
 
-/// Frames written per flush at most, so that one flush stays small.
+/// Frames and bytes written per flush at most, so that the transport's write buffer stays small
+/// when a client reads slowly.
 const MAX_BATCH: usize = 128;
+const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 /// A group the socket streams, with where its stream starts.
 #[derive(Debug, Clone)]
@@ -52,7 +54,7 @@ pub struct SessionSetup {
     pub notices: Vec<Utf8Bytes>,
 }
 
-/// How the writer ended.
+/// The outcome of the writer.
 enum Ending {
     /// The server closes with this code and reason.
     Close(u16, &'static str),
@@ -125,11 +127,17 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, setup: SessionSetup) {
                 code,
                 reason: Utf8Bytes::from_static(reason),
             }));
-            let timeout = hub.options().close_timeout;
-            let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await;
-            // The client answers with its own close frame, which ends the reader.
+            // A slow client may need a moment to read what is ahead of the close frame. Then it
+            // replies with a close frame of its own, which ends the reader.
             let mut reader = reader;
-            if tokio::time::timeout(timeout, &mut reader).await.is_err() {
+            let handshake = async {
+                let _ = sink.send(frame).await;
+                let _ = (&mut reader).await;
+            };
+            if tokio::time::timeout(hub.options().close_timeout, handshake)
+                .await
+                .is_err()
+            {
                 reader.abort();
             }
         }
@@ -299,9 +307,11 @@ impl Writer<'_> {
                 frame = self.outbox.recv() => {
                     let Some(frame) = frame else { return Ending::ClientGone };
                     let mut batch = Vec::with_capacity(16);
+                    let mut bytes = frame.text.len();
                     self.push_frame(frame, &mut batch);
-                    while batch.len() < MAX_BATCH {
+                    while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                         let Some(frame) = self.outbox.try_recv() else { break };
+                        bytes += frame.text.len();
                         self.push_frame(frame, &mut batch);
                     }
                     if let Err(ending) = self.write(batch).await {

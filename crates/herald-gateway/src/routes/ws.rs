@@ -4,7 +4,7 @@
 //! Everything that can refuse a socket is checked before the upgrade, so the client gets an HTTP
 //! status: 403 for a browser origin that is not allowed, 401 without a valid token, 404 for an
 //! unknown group, 403 for a group the caller does not belong to, 426 for a request that is not a
-//! WebSocket upgrade, and 503 when storage cannot tell where the group's stream stands. A `since`
+//! WebSocket upgrade, and 503 when storage cannot tell where the group's stream is. A `since`
 //! that cannot be used is not a reason to refuse: the socket opens and gets an error frame.
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
