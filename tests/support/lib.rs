@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 pub use reqwest::StatusCode;
 pub use ws::{Closed, WsClient};
 
+pub mod cluster;
 pub mod ws;
 
 /// The HS256 secret every test gateway signs with.
@@ -422,7 +423,8 @@ impl Reply {
     }
 }
 
-async fn seed(store: &SeaStore) -> anyhow::Result<()> {
+/// Creates the groups, rules and users that [`TestApp`] describes.
+pub async fn seed(store: &SeaStore) -> anyhow::Result<()> {
     let group = |name: &str| GroupName::parse(name).expect("valid group");
     for (name, display) in [
         ("operations", "运营组"),

@@ -71,6 +71,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// A short name for logs and readiness reports, such as `memory` or `redis`.
     fn kind(&self) -> &'static str;
+
+    /// Whether subscriptions are currently connected to the broker's server. While they are
+    /// not, events still reach sockets through storage, only later.
+    fn is_connected(&self) -> bool {
+        true
+    }
 }
 
 /// Fan-out inside one process, for a single gateway instance.

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use herald_core::store::{DirectoryStore, Store, UserRecord};
-use herald_core::{GroupName, MemoryBroker, NotificationService, SendRule, Username};
+use herald_core::{Broker, GroupName, MemoryBroker, NotificationService, SendRule, Username};
+use herald_redis::{RedisBroker, RedisOptions};
 use herald_store::{SeaStore, StoreOptions};
 
 use crate::app::{self, AppState, HttpOptions};
 use crate::auth::{self, TokenAuthority};
-use crate::config::{JwtKey, RawSettings, Settings, parse_duration, redact_url};
+use crate::config::{BrokerSetting, JwtKey, RawSettings, Settings, parse_duration, redact_url};
 use crate::realtime::{Hub, RealtimeOptions};
 
 /// Minimum password length accepted by `user add` and `user passwd`.
@@ -288,7 +289,21 @@ async fn serve(settings: Settings, demo: bool) -> Result<(), Exit> {
     auth::prepare_password_checks();
 
     let store: Arc<dyn Store> = Arc::new(store);
-    let service = NotificationService::new(store, Arc::new(MemoryBroker::default()));
+    let broker: Arc<dyn Broker> = match &settings.broker {
+        BrokerSetting::Memory => Arc::new(MemoryBroker::default()),
+        BrokerSetting::Redis { url } => {
+            let options = RedisOptions {
+                url: url.clone(),
+                prefix: settings.broker_prefix.clone(),
+            };
+            let broker = RedisBroker::start(options).map_err(|error| {
+                usage(format!("{error} (HERALD_BROKER); use redis://HOST:PORT/DB"))
+            })?;
+            tracing::info!(broker = %redact_url(url), prefix = %settings.broker_prefix, "using the Redis broker");
+            Arc::new(broker)
+        }
+    };
+    let service = NotificationService::new(store, broker);
     let hub = Hub::start(
         service.clone(),
         RealtimeOptions {

@@ -21,6 +21,7 @@ const KEYS: &[&str] = &[
     "bind",
     "database_url",
     "broker",
+    "broker_prefix",
     "jwt_secret",
     "jwt_algorithm",
     "jwt_public_key_file",
@@ -169,12 +170,24 @@ pub enum JwtKey {
     Missing,
 }
 
+/// Which broker fans events out between instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerSetting {
+    /// In-process only: one instance.
+    Memory,
+    /// Redis pub/sub at this URL, shared by every instance.
+    Redis { url: String },
+}
+
 /// Parsed settings.
 #[derive(Clone)]
 pub struct Settings {
     pub bind: SocketAddr,
     pub database_url: String,
     pub database_max_connections: u32,
+    pub broker: BrokerSetting,
+    /// Prefix of the broker's channel names, so that deployments can share one Redis.
+    pub broker_prefix: String,
     pub jwt_key: JwtKey,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
@@ -204,6 +217,14 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("bind", &self.bind)
             .field("database_url", &redact_url(&self.database_url))
+            .field(
+                "broker",
+                &match &self.broker {
+                    BrokerSetting::Memory => "memory".to_owned(),
+                    BrokerSetting::Redis { url } => redact_url(url),
+                },
+            )
+            .field("broker_prefix", &self.broker_prefix)
             .field("jwt_key", &key)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
@@ -269,14 +290,27 @@ impl Settings {
         }
         let database_max_connections = parse_number(raw, "database_max_connections", 16, 1..=1000)?;
 
-        if let Some((v, _)) = raw.get("broker")
-            && v != "memory"
-        {
-            return Err(bad(
-                "broker",
-                format!("{v:?} is not supported; this build offers memory"),
-            ));
-        }
+        let broker = match raw.get("broker").map(|(v, _)| v) {
+            None | Some("memory") => BrokerSetting::Memory,
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                BrokerSetting::Redis {
+                    url: url.to_owned(),
+                }
+            }
+            Some(other) => {
+                return Err(bad(
+                    "broker",
+                    format!(
+                        "{:?} is not supported; use memory for one instance or redis://HOST:PORT/DB to share fan-out between instances",
+                        redact_url(other)
+                    ),
+                ));
+            }
+        };
+        let broker_prefix = raw
+            .get("broker_prefix")
+            .map(|(v, _)| v.to_owned())
+            .unwrap_or_else(|| "herald:".into());
 
         let token_ttl =
             parse_duration_setting(raw, "token_ttl", Duration::from_secs(3600), "30m or 1h")?;
@@ -341,6 +375,8 @@ impl Settings {
             bind,
             database_url,
             database_max_connections,
+            broker,
+            broker_prefix,
             jwt_key,
             jwt_issuer: raw.get("jwt_issuer").map(|(v, _)| v.to_owned()),
             jwt_audience: raw.get("jwt_audience").map(|(v, _)| v.to_owned()),

@@ -13,13 +13,20 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: 200 while the database answers, 503 otherwise.
+/// `GET /readyz`: 200 while the database answers, 503 otherwise. The broker's state is reported
+/// but does not make the instance unready: without it, events still reach sockets through
+/// storage on the reconcile timer, and taking every instance out of a load balancer because
+/// Redis restarted would turn a delay into an outage.
 #[utoipa::path(
     get, path = "/readyz", tag = "health",
     responses((status = 200, description = "Ready"), (status = 503, description = "The database is unreachable"))
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let broker = state.service.broker().kind();
+    let broker = state.service.broker();
+    let broker = json!({
+        "kind": broker.kind(),
+        "state": if broker.is_connected() { "connected" } else { "disconnected" },
+    });
     match state.service.store().ping().await {
         Ok(()) => (
             StatusCode::OK,
