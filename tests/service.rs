@@ -120,3 +120,63 @@ async fn database_loss_gives_503() {
         Some("application/problem+json")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_recovers_by_itself() {
+    use sea_orm::ConnectionTrait;
+
+    let Some(app) = TestApp::spawn_postgres().await else {
+        return;
+    };
+    let token = app.token("fin").await;
+    let herald_tests::TestDb::Postgres {
+        admin_url, name, ..
+    } = &app.db
+    else {
+        unreachable!()
+    };
+    let admin = sea_orm::Database::connect(admin_url.as_str())
+        .await
+        .expect("admin connection");
+    let list = || {
+        app.client
+            .get(app.url("/api/notifications/"))
+            .bearer_auth(&token)
+            .send()
+    };
+
+    // Refuse new connections and end the gateway's open ones, as a database restart would.
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
+        ))
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .await
+        .unwrap();
+    let during = herald_tests::Reply::from(list().await.unwrap()).await;
+    assert_eq!(during.status, StatusCode::SERVICE_UNAVAILABLE, "{}", during.body);
+    assert_eq!(during.body["code"], "unavailable");
+
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"
+        ))
+        .await
+        .unwrap();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if list().await.unwrap().status() == StatusCode::OK {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "the gateway answers again within 10 s of the database returning");
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+}

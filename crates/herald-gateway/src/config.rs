@@ -384,7 +384,7 @@ impl Settings {
             log: raw
                 .get("log")
                 .map(|(v, _)| v.to_owned())
-                .unwrap_or_else(|| "info".into()),
+                .unwrap_or_else(|| "info,sqlx=warn".into()),
             log_format,
             cors_origins,
             auto_migrate,
