@@ -159,13 +159,16 @@ async fn database_outage_recovers_by_itself() {
         .await
         .unwrap();
     let during = herald_tests::Reply::from(list().await.unwrap()).await;
-    assert_eq!(during.status, StatusCode::SERVICE_UNAVAILABLE, "{}", during.body);
+    assert_eq!(
+        during.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        during.body
+    );
     assert_eq!(during.body["code"], "unavailable");
 
     admin
-        .execute_unprepared(&format!(
-            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"
-        ))
+        .execute_unprepared(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
         .await
         .unwrap();
     let mut recovered = false;
@@ -176,7 +179,10 @@ async fn database_outage_recovers_by_itself() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    assert!(recovered, "the gateway answers again within 10 s of the database returning");
+    assert!(
+        recovered,
+        "the gateway answers again within 10 s of the database returning"
+    );
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
 }

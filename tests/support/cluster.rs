@@ -47,21 +47,68 @@ pub struct Cluster {
     pub client: reqwest::Client,
     pub redis_url: String,
     _db: TestDb,
+    _services: Services,
+}
+
+/// Where PostgreSQL and Redis come from: HERALD_TEST_DATABASE_URL and REDIS_URL when both are
+/// set, else containers when the `docker` feature is on and a Docker engine answers.
+struct Services {
+    database_url: String,
+    redis_url: String,
+    #[cfg(feature = "docker")]
+    _containers: Option<crate::containers::Containers>,
+}
+
+impl Services {
+    async fn resolve() -> Option<Self> {
+        if let (Ok(database_url), Ok(redis_url)) = (
+            std::env::var("HERALD_TEST_DATABASE_URL"),
+            std::env::var("REDIS_URL"),
+        ) {
+            return Some(Self {
+                database_url,
+                redis_url,
+                #[cfg(feature = "docker")]
+                _containers: None,
+            });
+        }
+
+        #[cfg(feature = "docker")]
+        match crate::containers::start().await {
+            Ok(started) => {
+                return Some(Self {
+                    database_url: started.database_url,
+                    redis_url: started.redis_url,
+                    _containers: Some(started.containers),
+                });
+            }
+            Err(error) => {
+                eprintln!(
+                    "skipped: HERALD_TEST_DATABASE_URL and REDIS_URL are not both set, and {error}"
+                );
+                return None;
+            }
+        }
+
+        #[cfg(not(feature = "docker"))]
+        {
+            eprintln!(
+                "skipped: set HERALD_TEST_DATABASE_URL and REDIS_URL to run the multi-instance tests, or build them with --features herald-tests/docker on a machine with a Docker engine"
+            );
+            None
+        }
+    }
 }
 
 impl Cluster {
-    /// Starts `count` instances, or returns `None` (printing why) when HERALD_TEST_DATABASE_URL
-    /// or REDIS_URL is not set.
+    /// Starts `count` instances, or returns `None` (printing why) when neither the environment
+    /// nor Docker provides PostgreSQL and Redis.
     pub async fn start(count: usize) -> Option<Self> {
-        let Ok(redis_url) = std::env::var("REDIS_URL") else {
-            eprintln!(
-                "skipped: set REDIS_URL=redis://127.0.0.1:6379/0 and HERALD_TEST_DATABASE_URL to run the multi-instance tests"
-            );
-            return None;
-        };
-        let db = TestDb::postgres()
+        let services = Services::resolve().await?;
+        let db = TestDb::postgres_on(services.database_url.clone())
             .await
-            .expect("create a PostgreSQL test database")?;
+            .expect("create a PostgreSQL test database");
+        let redis_url = services.redis_url.clone();
 
         let store = SeaStore::connect(db.url(), &StoreOptions::default())
             .await
@@ -91,6 +138,7 @@ impl Cluster {
             client: reqwest::Client::new(),
             redis_url,
             _db: db,
+            _services: services,
         };
         cluster.wait_ready().await;
         Some(cluster)

@@ -23,6 +23,8 @@ pub use reqwest::StatusCode;
 pub use ws::{Closed, WsClient};
 
 pub mod cluster;
+#[cfg(feature = "docker")]
+pub mod containers;
 pub mod ws;
 
 /// The HS256 secret every test gateway signs with.
@@ -101,6 +103,11 @@ impl TestDb {
             );
             return Ok(None);
         };
+        Self::postgres_on(admin_url).await.map(Some)
+    }
+
+    /// Creates a fresh database on the PostgreSQL server that `admin_url` connects to.
+    pub async fn postgres_on(admin_url: String) -> anyhow::Result<Self> {
         let name = format!(
             "herald_test_{}_{}_{}",
             std::process::id(),
@@ -113,11 +120,11 @@ impl TestDb {
             .await?;
         admin.close().await?;
         let url = replace_database(&admin_url, &name);
-        Ok(Some(TestDb::Postgres {
+        Ok(TestDb::Postgres {
             admin_url,
             name,
             url,
-        }))
+        })
     }
 
     pub fn url(&self) -> &str {
