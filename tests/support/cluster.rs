@@ -75,18 +75,16 @@ impl Services {
 
         #[cfg(feature = "docker")]
         match crate::containers::start().await {
-            Ok(started) => {
-                return Some(Self {
-                    database_url: started.database_url,
-                    redis_url: started.redis_url,
-                    _containers: Some(started.containers),
-                });
-            }
+            Ok(started) => Some(Self {
+                database_url: started.database_url,
+                redis_url: started.redis_url,
+                _containers: Some(started.containers),
+            }),
             Err(error) => {
                 eprintln!(
                     "skipped: HERALD_TEST_DATABASE_URL and REDIS_URL are not both set, and {error}"
                 );
-                return None;
+                None
             }
         }
 
