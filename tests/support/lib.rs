@@ -14,6 +14,7 @@ use herald_core::{GroupName, MemoryBroker, NotificationService, SendRule, Userna
 use herald_gateway::app::{self, AppState, HttpOptions};
 use herald_gateway::auth::TokenAuthority;
 use herald_gateway::realtime::{Hub, RealtimeOptions};
+use herald_gateway::routes::web::WebSource;
 use herald_store::{SeaStore, StoreOptions};
 use sea_orm::ConnectionTrait;
 use serde_json::Value;
@@ -256,6 +257,7 @@ impl TestApp {
             service,
             tokens: tokens.clone(),
             hub: hub.clone(),
+            web: WebSource::Embedded,
         };
         let router = app::router(state, &HttpOptions::default());
 

@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::realtime::Hub;
 use crate::routes;
+use crate::routes::web::WebSource;
 
 /// State shared by every request handler.
 #[derive(Clone)]
@@ -28,6 +29,8 @@ pub struct AppState {
     pub tokens: Arc<TokenAuthority>,
     /// Live delivery to this instance's sockets.
     pub hub: Arc<Hub>,
+    /// Where the web client's files come from.
+    pub web: WebSource,
 }
 
 impl FromRef<AppState> for Arc<TokenAuthority> {
@@ -83,6 +86,8 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .route("/api/openapi.json", get(routes::openapi::document))
         .route("/ws/notifications/", get(routes::ws::all_streams))
         .route("/ws/notifications/{group}/", get(routes::ws::group_stream))
+        .route("/", get(routes::web::index))
+        .route("/static/{file}", get(routes::web::file))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz));
 

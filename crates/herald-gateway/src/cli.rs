@@ -17,6 +17,7 @@ use crate::app::{self, AppState, HttpOptions};
 use crate::auth::{self, TokenAuthority};
 use crate::config::{BrokerSetting, JwtKey, RawSettings, Settings, parse_duration, redact_url};
 use crate::realtime::{Hub, RealtimeOptions};
+use crate::routes::web::WebSource;
 
 /// Minimum password length accepted by `user add` and `user passwd`.
 const MIN_PASSWORD_CHARS: usize = 8;
@@ -319,6 +320,13 @@ async fn serve(settings: Settings, demo: bool) -> Result<(), Exit> {
         service,
         tokens: Arc::new(authority),
         hub: hub.clone(),
+        web: match &settings.web_dir {
+            Some(directory) => {
+                tracing::info!(directory = %directory.display(), "serving the web client from a directory");
+                WebSource::Directory(directory.clone())
+            }
+            None => WebSource::Embedded,
+        },
     };
     let router = app::router(
         state,

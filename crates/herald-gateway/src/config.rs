@@ -37,6 +37,7 @@ const KEYS: &[&str] = &[
     "ws_queue_bytes",
     "ws_ping_interval",
     "reconcile_interval",
+    "web_dir",
 ];
 
 /// A bad setting, rendered as one line.
@@ -203,6 +204,8 @@ pub struct Settings {
     pub ws_ping_interval: Duration,
     /// How often each group channel compares its last delivered seq with storage.
     pub reconcile_interval: Duration,
+    /// Serve the web client from this directory instead of the copy in the binary.
+    pub web_dir: Option<PathBuf>,
 }
 
 impl fmt::Debug for Settings {
@@ -236,6 +239,7 @@ impl fmt::Debug for Settings {
             .field("ws_queue_bytes", &self.ws_queue_bytes)
             .field("ws_ping_interval", &self.ws_ping_interval)
             .field("reconcile_interval", &self.reconcile_interval)
+            .field("web_dir", &self.web_dir)
             .finish()
     }
 }
@@ -359,6 +363,19 @@ impl Settings {
             }
         }
 
+        let web_dir = match raw.get("web_dir") {
+            Some((v, _)) if Path::new(v).join("index.html").is_file() => Some(PathBuf::from(v)),
+            Some((v, _)) => {
+                return Err(bad(
+                    "web_dir",
+                    format!(
+                        "{v:?} has no index.html; point it at crates/herald-gateway/web or unset it"
+                    ),
+                ));
+            }
+            None => None,
+        };
+
         let auto_migrate = match raw.get("auto_migrate").map(|(v, _)| v.to_ascii_lowercase()) {
             None => true,
             Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => true,
@@ -392,6 +409,7 @@ impl Settings {
             ws_queue_bytes,
             ws_ping_interval,
             reconcile_interval,
+            web_dir,
         })
     }
 }

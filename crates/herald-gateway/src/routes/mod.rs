@@ -5,4 +5,5 @@ pub mod groups;
 pub mod health;
 pub mod notifications;
 pub mod openapi;
+pub mod web;
 pub mod ws;
