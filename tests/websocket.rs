@@ -390,6 +390,25 @@ backend_tests! {
         assert_eq!(fin_ids, ops_ids);
     }
 
+    async fn metrics_report_sockets_and_traffic(app: TestApp) {
+        let mut fin = app.ws("fin", "/ws/notifications/finance/").await;
+        send(&app, "counted").await;
+        fin.recv_type("notification.created").await;
+
+        let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.unwrap();
+
+        assert!(text.contains(r#"herald_sockets_open{group="finance"}"#), "{text}");
+        assert!(text.contains("herald_connections_open"), "{text}");
+        assert!(text.contains(r#"route="/api/notifications/""#), "{text}");
+        assert!(text.contains(r#"status="201""#), "{text}");
+        assert!(text.contains("herald_http_request_duration_seconds_bucket"), "{text}");
+        assert!(text.contains(r#"herald_events_published_total{result="ok"}"#), "{text}");
+        assert!(text.contains("herald_events_delivered_total"), "{text}");
+        assert!(text.contains("herald_broadcast_duration_seconds_bucket"), "{text}");
+    }
+
     async fn oversized_frame_closes_with_1009(app: TestApp) {
         let mut socket = app.ws("ops", "/ws/notifications/operations/").await;
 
@@ -444,6 +463,12 @@ async fn slow_reader_is_closed_and_others_keep_up() {
     assert_eq!(
         slow.closed(Duration::from_secs(20)).await,
         Closed::Code(4008)
+    );
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let metrics = response.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"herald_sockets_closed_total{reason="slow_consumer"}"#),
+        "{metrics}"
     );
 }
 

@@ -13,6 +13,7 @@ use herald_core::store::{DirectoryStore, UserRecord};
 use herald_core::{GroupName, MemoryBroker, NotificationService, SendRule, Username};
 use herald_gateway::app::{self, AppState, HttpOptions};
 use herald_gateway::auth::TokenAuthority;
+use herald_gateway::metrics::MeteredBroker;
 use herald_gateway::realtime::{Hub, RealtimeOptions};
 use herald_gateway::routes::web::WebSource;
 use herald_store::{SeaStore, StoreOptions};
@@ -250,8 +251,9 @@ impl TestApp {
             None,
             Duration::from_secs(3600),
         )?);
-        let service =
-            NotificationService::new(Arc::new(store.clone()), Arc::new(MemoryBroker::default()));
+        herald_gateway::metrics::handle();
+        let broker = MeteredBroker::new(Arc::new(MemoryBroker::default()));
+        let service = NotificationService::new(Arc::new(store.clone()), Arc::new(broker));
         let hub = Hub::start(service.clone(), realtime);
         let state = AppState {
             service,

@@ -40,10 +40,21 @@ impl FromRef<AppState> for Arc<TokenAuthority> {
 }
 
 /// Options of the HTTP layer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HttpOptions {
     /// Browser origins allowed to call the API; empty disables CORS.
     pub cors_origins: Vec<axum::http::HeaderValue>,
+    /// Serve `/metrics` on this router; false when it has a listener of its own.
+    pub serve_metrics: bool,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            cors_origins: Vec::new(),
+            serve_metrics: true,
+        }
+    }
 }
 
 /// Builds the router with every route and middleware.
@@ -91,7 +102,14 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz));
 
+    let api = if options.serve_metrics {
+        api.route("/metrics", get(crate::metrics::render))
+    } else {
+        api
+    };
+
     let mut app = api
+        .route_layer(axum::middleware::from_fn(crate::metrics::track_http))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -16,6 +16,7 @@ use herald_store::{SeaStore, StoreOptions};
 use crate::app::{self, AppState, HttpOptions};
 use crate::auth::{self, TokenAuthority};
 use crate::config::{BrokerSetting, JwtKey, RawSettings, Settings, parse_duration, redact_url};
+use crate::metrics::MeteredBroker;
 use crate::realtime::{Hub, RealtimeOptions};
 use crate::routes::web::WebSource;
 
@@ -304,6 +305,8 @@ async fn serve(settings: Settings, demo: bool) -> Result<(), Exit> {
             Arc::new(broker)
         }
     };
+    crate::metrics::handle();
+    let broker: Arc<dyn Broker> = Arc::new(MeteredBroker::new(broker));
     let service = NotificationService::new(store, broker);
     let hub = Hub::start(
         service.clone(),
@@ -332,8 +335,12 @@ async fn serve(settings: Settings, demo: bool) -> Result<(), Exit> {
         state,
         &HttpOptions {
             cors_origins: settings.cors_origins.clone(),
+            serve_metrics: settings.metrics_bind.is_none(),
         },
     );
+    if let Some(address) = settings.metrics_bind {
+        serve_metrics(address).await?;
+    }
 
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
@@ -348,6 +355,21 @@ async fn serve(settings: Settings, demo: bool) -> Result<(), Exit> {
         .await
         .context("server failed")?;
     tracing::info!("herald stopped");
+    Ok(())
+}
+
+/// Serves `/metrics` on a listener of its own, for a port that only the monitoring system reaches.
+async fn serve_metrics(address: std::net::SocketAddr) -> Result<(), Exit> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("failed to listen on {address} (HERALD_METRICS_BIND)"))?;
+    let router = axum::Router::new().route("/metrics", axum::routing::get(crate::metrics::render));
+    tracing::info!(%address, "metrics listening");
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "metrics listener failed");
+        }
+    });
     Ok(())
 }
 

@@ -38,6 +38,7 @@ const KEYS: &[&str] = &[
     "ws_ping_interval",
     "reconcile_interval",
     "web_dir",
+    "metrics_bind",
 ];
 
 /// A bad setting, rendered as one line.
@@ -206,6 +207,8 @@ pub struct Settings {
     pub reconcile_interval: Duration,
     /// Serve the web client from this directory instead of the copy in the binary.
     pub web_dir: Option<PathBuf>,
+    /// A separate address for `/metrics`; without it, `/metrics` is on the main listener.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl fmt::Debug for Settings {
@@ -240,6 +243,7 @@ impl fmt::Debug for Settings {
             .field("ws_ping_interval", &self.ws_ping_interval)
             .field("reconcile_interval", &self.reconcile_interval)
             .field("web_dir", &self.web_dir)
+            .field("metrics_bind", &self.metrics_bind)
             .finish()
     }
 }
@@ -376,6 +380,16 @@ impl Settings {
             None => None,
         };
 
+        let metrics_bind = match raw.get("metrics_bind") {
+            Some((v, _)) => Some(v.parse().map_err(|_| {
+                bad(
+                    "metrics_bind",
+                    format!("{v:?} is not a socket address; use one such as 127.0.0.1:9100"),
+                )
+            })?),
+            None => None,
+        };
+
         let auto_migrate = match raw.get("auto_migrate").map(|(v, _)| v.to_ascii_lowercase()) {
             None => true,
             Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => true,
@@ -410,6 +424,7 @@ impl Settings {
             ws_ping_interval,
             reconcile_interval,
             web_dir,
+            metrics_bind,
         })
     }
 }

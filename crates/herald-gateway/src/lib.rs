@@ -8,6 +8,7 @@
 //! - [`config`]: settings from herald.toml, the environment and flags.
 //! - [`cli`]: the `herald` commands.
 //! - [`error`]: the one error type and its problem+json rendering.
+//! - [`metrics`]: Prometheus metrics and the `/metrics` route.
 //!
 //! The gateway keeps no session state: identity and group membership come from the token, data
 //! from the store, and fan-out between instances from the broker.
@@ -19,5 +20,6 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod logging;
+pub mod metrics;
 pub mod realtime;
 pub mod routes;

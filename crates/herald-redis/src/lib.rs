@@ -266,6 +266,7 @@ async fn run_subscriber(
 
         shared.connected.store(true, Ordering::Release);
         if lost {
+            metrics::counter!("herald_broker_reconnects_total").increment(1);
             tracing::info!(
                 failed_attempts = failures,
                 "Redis pub/sub connection restored; reading missed events from storage"

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use super::outbox::{Outbound, OutboxSender, PushError};
 use super::protocol;
+use crate::metrics;
 
 /// Events read from storage per query when a channel or a socket catches up.
 pub const CATCH_UP_PAGE: u64 = 500;
@@ -146,6 +147,7 @@ impl Hub {
     ) -> Result<(Registration, Vec<u64>), JoinError> {
         let socket = self.next_socket.fetch_add(1, Ordering::Relaxed);
         self.open_sockets.send_modify(|open| *open += 1);
+        ::metrics::gauge!(metrics::CONNECTIONS_OPEN).increment(1.0);
         let mut registration = Registration {
             hub: self.clone(),
             socket,
@@ -216,6 +218,9 @@ impl Hub {
             group: Arc::new(group.clone()),
             state: Mutex::new(ChannelState::default()),
             ready: watch::Sender::new(false),
+            sockets_open: ::metrics::gauge!(metrics::SOCKETS_OPEN, "group" => group.to_string()),
+            broadcast_duration: ::metrics::histogram!(metrics::BROADCAST_DURATION),
+            backfilled: ::metrics::counter!(metrics::EVENTS_BACKFILLED),
         });
         channels.insert(group.clone(), channel.clone());
         tokio::spawn(pump(
@@ -250,6 +255,7 @@ impl Hub {
         drop(users);
 
         self.open_sockets.send_modify(|open| *open -= 1);
+        ::metrics::gauge!(metrics::CONNECTIONS_OPEN).decrement(1.0);
     }
 
     /// Sends each of the user's local sockets its new unread count, counted with that socket's
@@ -296,18 +302,24 @@ struct GroupChannel {
     state: Mutex<ChannelState>,
     /// True once the pump has subscribed and read the group's seq from storage.
     ready: watch::Sender<bool>,
+    sockets_open: ::metrics::Gauge,
+    broadcast_duration: ::metrics::Histogram,
+    backfilled: ::metrics::Counter,
 }
 
 impl GroupChannel {
     fn join(&self, socket: SocketId, outbox: OutboxSender) -> u64 {
         let mut state = self.state.lock().expect("channel mutex poisoned");
         state.subscribers.insert(socket, outbox);
+        self.sockets_open.increment(1.0);
         state.head
     }
 
     fn leave(&self, socket: SocketId) {
         let mut state = self.state.lock().expect("channel mutex poisoned");
-        state.subscribers.remove(&socket);
+        if state.subscribers.remove(&socket).is_some() {
+            self.sockets_open.decrement(1.0);
+        }
     }
 
     fn head(&self) -> u64 {
@@ -329,9 +341,11 @@ impl GroupChannel {
             }
         };
 
+        let started = std::time::Instant::now();
         let mut state = self.state.lock().expect("channel mutex poisoned");
         state.head = envelope.seq;
         let Some(text) = text else { return };
+        let before = state.subscribers.len();
         state.subscribers.retain(|_, outbox| {
             let frame = Outbound {
                 event: Some((self.group.clone(), envelope.seq)),
@@ -342,6 +356,13 @@ impl GroupChannel {
                 Err(PushError::Overflow | PushError::Closed) => false,
             }
         });
+        let dropped = before - state.subscribers.len();
+        drop(state);
+        if dropped > 0 {
+            self.sockets_open.decrement(dropped as f64);
+        }
+        self.broadcast_duration
+            .record(started.elapsed().as_secs_f64());
     }
 }
 
@@ -492,6 +513,7 @@ async fn catch_up(
                 return;
             }
             channel.deliver(envelope);
+            channel.backfilled.increment(1);
         }
         if page_len < CATCH_UP_PAGE {
             break;

@@ -25,6 +25,7 @@ use super::hub::{CATCH_UP_PAGE, Hub, Registration};
 use super::outbox::{Outbound, OutboxReceiver, OutboxSender, OverflowWatch};
 use super::protocol::{self, Command, CommandError, close};
 use crate::error::ApiError;
+use crate::metrics;
 
 /// Frames and bytes written per flush at most, so that the transport's write buffer stays small
 /// when a client reads slowly.
@@ -111,9 +112,15 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, setup: SessionSetup) {
         last_seen: &last_seen,
         started,
         expires_at: deadline(expires_at),
+        delivered_count: ::metrics::counter!(metrics::EVENTS_DELIVERED),
     };
     let ending = writer.run(groups, notices).await;
     outbox.close();
+    let reason = match &ending {
+        Ending::Close(code, _) => close_reason(*code),
+        Ending::ClientGone => "client",
+    };
+    ::metrics::counter!(metrics::SOCKETS_CLOSED, "reason" => reason).increment(1);
 
     match ending {
         Ending::Close(code, reason) => {
@@ -163,6 +170,7 @@ struct Writer<'a> {
     last_seen: &'a AtomicU64,
     started: Instant,
     expires_at: Instant,
+    delivered_count: ::metrics::Counter,
 }
 
 impl Writer<'_> {
@@ -267,7 +275,9 @@ impl Writer<'_> {
                     }
                 }
             }
+            let written = messages.len() as u64;
             self.write(messages).await?;
+            self.delivered_count.increment(written);
             after = last;
             let delivered = self.delivered.entry(start.group.clone()).or_default();
             *delivered = (*delivered).max(last);
@@ -330,6 +340,7 @@ impl Writer<'_> {
                 return;
             }
             *delivered = *seq;
+            self.delivered_count.increment(1);
         }
         batch.push(Message::Text(frame.text));
     }
@@ -358,6 +369,19 @@ impl Writer<'_> {
                 Some(Control::Ended) | None => Ending::ClientGone,
             }),
         }
+    }
+}
+
+/// The `reason` label of a server close code.
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::GOING_AWAY => "shutdown",
+        close::MESSAGE_TOO_BIG => "message_too_big",
+        close::TRY_AGAIN_LATER => "storage_unavailable",
+        close::TOKEN_EXPIRED => "token_expiry",
+        close::PING_TIMEOUT => "ping_timeout",
+        close::SLOW_CONSUMER => "slow_consumer",
+        _ => "other",
     }
 }
 
