@@ -23,3 +23,13 @@ lint:
 # Apply pending migrations to HERALD_DATABASE_URL (default sqlite://herald.db?mode=rwc)
 migrate:
     cargo run --release -- migrate
+
+# Run the five benchmark scenarios of docs/benchmarks.md on release builds (several minutes;
+# the Redis and PostgreSQL scenarios use REDIS_URL and HERALD_TEST_DATABASE_URL)
+bench:
+    cargo build --release -p herald-gateway -p herald-bench
+    ./target/release/herald-bench fanout --sockets 10000 --notifications 60 --rate 1
+    ./target/release/herald-bench fanout --sockets 1000 --notifications 2000 --rate 0
+    ./target/release/herald-bench connect --sockets 20000
+    ./target/release/herald-bench --database-url "$HERALD_TEST_DATABASE_URL" rest --clients 32 --duration-secs 30
+    ./target/release/herald-bench --instances 2 --broker "$REDIS_URL" --database-url "$HERALD_TEST_DATABASE_URL" fanout --sockets 10000 --notifications 60 --rate 1

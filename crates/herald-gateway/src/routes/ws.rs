@@ -28,6 +28,13 @@ use crate::realtime::session::{self, GroupStart, SessionSetup};
 /// is reported with the same code.
 const MAX_TRANSPORT_MESSAGE: usize = 1024 * 1024;
 
+/// Initial read buffer of each socket, in bytes.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Bytes buffered before a write reaches the socket; a flush writes earlier. Batched event
+/// frames are flushed together, so a larger buffer would only hold memory.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
 /// The query parameters of both endpoints.
 #[derive(Debug, Default)]
 struct StreamQuery {
@@ -165,6 +172,10 @@ async fn open(
     };
 
     let response = upgrade
+        // Clients send small commands; the transport's default 128 KiB read buffer per socket
+        // would dominate the memory of idle sockets. It grows when a larger message arrives.
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(MAX_TRANSPORT_MESSAGE)
         .max_frame_size(MAX_TRANSPORT_MESSAGE)
         .on_upgrade(move |socket| session::run(socket, hub, setup));
