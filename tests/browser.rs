@@ -241,7 +241,9 @@ async fn save_screenshot(browser: &Client, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_arrives_live_and_confirmation_returns() {
-    let Some(driver) = Driver::start().await else { return };
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
     let app = TestApp::spawn(Backend::Sqlite).await.expect("app");
     let ops = driver.browser("zh-CN").await;
     let fin = driver.browser("zh-CN").await;
@@ -286,7 +288,9 @@ async fn send_arrives_live_and_confirmation_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn markup_in_content_shows_as_text() {
-    let Some(driver) = Driver::start().await else { return };
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
     let app = TestApp::spawn(Backend::Sqlite).await.expect("app");
     let fin = driver.browser("en-US").await;
     log_in(&fin, &app, "fin").await;
@@ -316,7 +320,11 @@ async fn markup_in_content_shows_as_text() {
         )
         .await
         .unwrap();
-    assert_eq!(injected, json!([false, 0]), "no markup from content ran or rendered");
+    assert_eq!(
+        injected,
+        json!([false, 0]),
+        "no markup from content ran or rendered"
+    );
     save_screenshot(&fin, "markup-as-text-en").await;
 
     fin.close().await.unwrap();
@@ -324,7 +332,9 @@ async fn markup_in_content_shows_as_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_follows_browser_language_and_switches() {
-    let Some(driver) = Driver::start().await else { return };
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
     let app = TestApp::spawn(Backend::Sqlite).await.expect("app");
     let chinese = driver.browser("zh-CN").await;
     let english = driver.browser("en-US").await;

@@ -51,7 +51,7 @@ pub struct Cluster {
 }
 
 /// Where PostgreSQL and Redis come from: HERALD_TEST_DATABASE_URL and REDIS_URL when both are
-/// set, else containers when the `docker` feature is on and a Docker engine answers.
+/// set, else containers when the `docker` feature is on and a Docker engine is reachable.
 struct Services {
     database_url: String,
     redis_url: String,

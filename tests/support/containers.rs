@@ -20,8 +20,8 @@ pub struct Started {
 
 /// Starts PostgreSQL 16 and Redis 7 on ephemeral host ports.
 pub async fn start() -> Result<Started, String> {
-    // The image's entry point logs "ready" once for its set-up server (on standard error) and
-    // once for the real one (on standard output); only the second accepts connections for good.
+    // The image's entry point logs "ready" twice: once for its set-up server on standard error,
+    // then for the real one on standard output. Only the second accepts connections for good.
     let postgres = GenericImage::new("postgres", "16")
         .with_exposed_port(5432.tcp())
         .with_wait_for(WaitFor::message_on_stderr(

@@ -60,7 +60,7 @@ pub struct RestArgs {
     pub duration_secs: u64,
 }
 
-/// What one socket saw during a fan-out run.
+/// Counts and latencies that one socket observed during a fan-out run.
 struct SocketTally {
     latency: Histogram<u64>,
     received: u64,

@@ -1,8 +1,8 @@
 //! Process facts from the operating system: the open-file limit, and a gateway's memory and CPU
 //! time from /proc (Linux only).
 
-/// Raises the soft open-file limit towards `wanted`, up to the hard limit, and says so when the
-/// hard limit is lower.
+/// Raises the soft open-file limit towards `wanted`, up to the hard limit, and prints a warning
+/// when the hard limit is lower.
 pub fn raise_open_file_limit(wanted: u64) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -29,7 +29,7 @@ pub struct AppState {
     pub tokens: Arc<TokenAuthority>,
     /// Live delivery to this instance's sockets.
     pub hub: Arc<Hub>,
-    /// Where the web client's files come from.
+    /// The source of the web client's files.
     pub web: WebSource,
 }
 

@@ -53,7 +53,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
      img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
      frame-ancestors 'none'; form-action 'self'";
 
-/// Where the web client's files come from.
+/// The source of the web client's files.
 #[derive(Debug, Clone, Default)]
 pub enum WebSource {
     /// The copy compiled into the binary.
