@@ -10,8 +10,8 @@ backend_tests! {
         assert_eq!(
             reply.body,
             json!([
-                {"name": "hr", "display_name": "人事组", "seq": 0, "can_send_to": [{"name": "finance", "display_name": "财务组"}]},
-                {"name": "operations", "display_name": "运营组", "seq": 0, "can_send_to": [{"name": "finance", "display_name": "财务组"}]},
+                {"name": "hr", "display_name": "人事组", "seq": 0, "can_send_to": [{"name": "finance", "display_name": "财务组"}], "can_receive_from": []},
+                {"name": "operations", "display_name": "运营组", "seq": 0, "can_send_to": [{"name": "finance", "display_name": "财务组"}], "can_receive_from": [{"name": "finance", "display_name": "财务组"}]},
             ])
         );
 

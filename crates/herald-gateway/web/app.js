@@ -713,6 +713,7 @@ function applyGroups(groups) {
   for (const group of groups) {
     rememberGroup(group.name, group.display_name);
     for (const target of group.can_send_to || []) rememberGroup(target.name, target.display_name);
+    for (const source of group.can_receive_from || []) rememberGroup(source.name, source.display_name);
   }
   renderSendForm();
   renderGroupFilterOptions();

@@ -24,9 +24,11 @@ pub struct GroupView {
     pub seq: u64,
     /// Groups that members of this group may send to.
     pub can_send_to: Vec<GroupRef>,
+    /// Groups whose members may send to this group, so that a client can show their names.
+    pub can_receive_from: Vec<GroupRef>,
 }
 
-/// Lists the caller's groups with display names, current seq and allowed receivers.
+/// Lists the caller's groups with display names, current seq, allowed receivers and senders.
 #[utoipa::path(
     get, path = "/api/groups/", tag = "groups",
     security(("bearer" = [])),
@@ -60,6 +62,14 @@ pub async fn list_groups(
                 .map(|r| GroupRef {
                     name: r.to.to_string(),
                     display_name: display(&r.to),
+                })
+                .collect(),
+            can_receive_from: rules
+                .iter()
+                .filter(|r| r.to == g.name)
+                .map(|r| GroupRef {
+                    name: r.from.to_string(),
+                    display_name: display(&r.from),
                 })
                 .collect(),
         })
