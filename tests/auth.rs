@@ -108,4 +108,32 @@ backend_tests! {
         let names: Vec<&str> = reply.body.as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["finance"]);
     }
+    async fn refresh_reissues_with_current_groups(app: TestApp) {
+        let now = chrono::Utc::now().timestamp();
+        // An old token that still claims finance for ops; the directory says operations.
+        let stale = sign(json!({"sub": "ops", "groups": ["finance"], "iat": now, "exp": now + 60}), TEST_SECRET);
+
+        let response = app.client.post(app.url("/api/auth/refresh")).bearer_auth(&stale).send().await.unwrap();
+        let reply = herald_tests::Reply::from(response).await;
+
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body["token_type"], "Bearer");
+        assert_eq!(reply.body["expires_in"], 3600);
+        let fresh = reply.body["access_token"].as_str().unwrap();
+        let groups = groups_with(&app, Some(&format!("Bearer {fresh}"))).await;
+        let names: Vec<&str> = groups.body.as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["operations"]);
+    }
+
+    async fn refresh_needs_a_valid_token_of_an_existing_user(app: TestApp) {
+        let missing = app.client.post(app.url("/api/auth/refresh")).send().await.unwrap();
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+
+        let now = chrono::Utc::now().timestamp();
+        let ghost = sign(json!({"sub": "ghost", "groups": ["finance"], "iat": now, "exp": now + 60}), TEST_SECRET);
+        let response = app.client.post(app.url("/api/auth/refresh")).bearer_auth(&ghost).send().await.unwrap();
+        let reply = herald_tests::Reply::from(response).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(reply.body["code"], "unauthorized");
+    }
 }

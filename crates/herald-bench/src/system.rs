@@ -1,8 +1,8 @@
 //! Process facts from the operating system: the open-file limit, and a gateway's memory and CPU
 //! time from /proc (Linux only).
 
-/// Raises the soft open-file limit towards `wanted`, up to the hard limit, and prints a warning
-/// when the hard limit is lower.
+/// Raises the open-file limit to `wanted`: the hard limit too where the process may (as root),
+/// else the soft limit up to the hard one. Prints a warning when the result is lower.
 pub fn raise_open_file_limit(wanted: u64) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -14,20 +14,26 @@ pub fn raise_open_file_limit(wanted: u64) {
             eprintln!("herald-bench: failed to read the open-file limit");
             return;
         }
-        let target = wanted.min(limit.rlim_max);
-        if target > limit.rlim_cur {
-            limit.rlim_cur = target;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                eprintln!("herald-bench: failed to raise the open-file limit to {target}");
-            }
+        if limit.rlim_cur >= wanted {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: wanted.max(limit.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            return;
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            eprintln!("herald-bench: failed to raise the open-file limit");
+            return;
         }
     }
-    if limit.rlim_max < wanted {
-        eprintln!(
-            "herald-bench: the operating system caps open files at {} (hard limit); this run wants {wanted}. Raise it with `ulimit -Hn` as root or in /etc/security/limits.conf",
-            limit.rlim_max
-        );
-    }
+    eprintln!(
+        "herald-bench: the operating system caps open files at {} (hard limit); this run wants {wanted}. Raise it with `ulimit -Hn` as root or in /etc/security/limits.conf",
+        limit.rlim_max
+    );
 }
 
 /// Resident memory of a process in bytes, from /proc/PID/status.

@@ -61,6 +61,7 @@ impl Default for HttpOptions {
 pub fn router(state: AppState, options: &HttpOptions) -> Router {
     let api = Router::new()
         .route("/api/auth/token", post(routes::auth::issue_token))
+        .route("/api/auth/refresh", post(routes::auth::refresh_token))
         .route("/api/groups/", get(routes::groups::list_groups))
         .route(
             "/api/notifications/",

@@ -51,6 +51,12 @@ const HEARTBEAT_CHECK_MS = 5000;
 
 /** The session banner warns this long before the token expires. */
 const EXPIRY_WARNING_MS = 5 * 60 * 1000;
+/** The token is swapped for a fresh one this long before it expires, so the page stays logged in. */
+const REFRESH_BEFORE_MS = 10 * 60 * 1000;
+/** A failed refresh is tried again after this long. */
+const REFRESH_RETRY_MS = 60 * 1000;
+/** The earliest a refresh runs after the previous one. */
+const REFRESH_MIN_DELAY_MS = 30 * 1000;
 /** setTimeout cannot wait longer than 2^31 - 1 ms. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Wait after the last of several new notifications before the unread count is fetched again. */
@@ -153,6 +159,7 @@ const session = {
   expiresAt: null,
   expiryTimer: null,
   warningTimer: null,
+  refreshTimer: null,
   /** The unsent message kept across an expiry, restored when the same user logs in again. */
   draft: null,
 };
@@ -459,11 +466,44 @@ function scheduleExpiry() {
     return;
   }
   session.expiryTimer = window.setTimeout(checkExpiry, Math.min(remaining + 250, MAX_TIMER_MS));
+  scheduleRefresh(remaining);
   const untilWarning = remaining - EXPIRY_WARNING_MS;
   if (untilWarning <= 0) {
     showSessionBanner();
   } else {
     session.warningTimer = window.setTimeout(showSessionBanner, Math.min(untilWarning, MAX_TIMER_MS));
+  }
+}
+
+function scheduleRefresh(remaining) {
+  window.clearTimeout(session.refreshTimer);
+  const delay = Math.max(remaining - REFRESH_BEFORE_MS, REFRESH_MIN_DELAY_MS);
+  if (delay >= remaining) return;
+  session.refreshTimer = window.setTimeout(refreshToken, Math.min(delay, MAX_TIMER_MS));
+}
+
+/**
+ * Swaps the token for a fresh one with `POST /api/auth/refresh`. The open socket keeps the old
+ * token until the server closes it with 4001; it then reconnects with the new one and `since`.
+ */
+async function refreshToken() {
+  if (!session.token) return;
+  const generation = session.generation;
+  try {
+    const { body } = await api('/api/auth/refresh', { method: 'POST' });
+    const claims = body && typeof body.access_token === 'string' ? decodeClaims(body.access_token) : null;
+    if (generation !== session.generation || !claims || claims.sub !== session.username) return;
+    session.token = body.access_token;
+    session.expiresAt = expiryOf(claims);
+    sessionStorage.setItem(TOKEN_KEY, session.token);
+    scheduleExpiry();
+  } catch (error) {
+    if (error instanceof SessionEnded) return;
+    // 404: tokens come from an identity provider, which refreshes them; nothing to retry.
+    if (error instanceof ApiError && error.status === 404) return;
+    if (generation !== session.generation) return;
+    window.clearTimeout(session.refreshTimer);
+    session.refreshTimer = window.setTimeout(refreshToken, REFRESH_RETRY_MS);
   }
 }
 
@@ -521,6 +561,7 @@ function endSession() {
   session.expiresAt = null;
   window.clearTimeout(session.expiryTimer);
   window.clearTimeout(session.warningTimer);
+  window.clearTimeout(session.refreshTimer);
   sessionStorage.removeItem(TOKEN_KEY);
   sessionStorage.removeItem(CLOCK_SKEW_KEY);
   hideSessionBanner();
@@ -952,7 +993,9 @@ function handleDrop(code) {
   stopHeartbeat();
   if (!session.token) return;
 
-  if (code === 4001 || tokenExpired()) {
+  // 4001 means the socket's token expired. After a refresh the session holds a newer one, so
+  // only an expired session token ends the session; otherwise reconnect with the new token.
+  if (tokenExpired()) {
     expireSession();
     return;
   }

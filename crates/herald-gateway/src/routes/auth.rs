@@ -1,4 +1,5 @@
-//! `POST /api/auth/token`: password login.
+//! `POST /api/auth/token`: password login, and `POST /api/auth/refresh`: a new token for a valid
+//! one.
 
 use axum::Json;
 use axum::extract::State;
@@ -7,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::auth::verify_password;
+use crate::auth::{Authenticated, verify_password};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
 
@@ -78,6 +79,46 @@ pub async fn issue_token(
         .issue(&user, state.tokens.default_ttl)
         .map_err(|e| ApiError::Internal(e.into()))?;
     tracing::info!(user = %user.username, "token issued");
+    Ok(Json(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in,
+    }))
+}
+
+/// Exchanges a valid access token for a new one with a full lifetime and the user's current
+/// groups, so that a page kept open all day stays logged in. A removed user gets 401.
+#[utoipa::path(
+    post, path = "/api/auth/refresh", tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 401, description = "Missing, invalid or expired token, or the user was removed", body = crate::routes::openapi::Problem),
+        (status = 404, description = "Tokens come from an external identity provider", body = crate::routes::openapi::Problem),
+    )
+)]
+pub async fn refresh_token(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> ApiResult<Json<TokenResponse>> {
+    if !state.tokens.can_issue() {
+        return Err(ApiError::Disabled(
+            "token refresh is disabled: access tokens come from the configured identity provider"
+                .into(),
+        ));
+    }
+    let Some(user) = state.service.store().find_user(&caller.username).await? else {
+        tracing::info!(user = %caller.username, "refresh refused: the user no longer exists");
+        return Err(ApiError::Unauthorized(
+            "the user of this token no longer exists".into(),
+        ));
+    };
+
+    let (access_token, expires_in) = state
+        .tokens
+        .issue(&user, state.tokens.default_ttl)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    tracing::info!(user = %user.username, "token refreshed");
     Ok(Json(TokenResponse {
         access_token,
         token_type: "Bearer",

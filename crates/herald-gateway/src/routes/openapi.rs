@@ -27,6 +27,7 @@ pub struct Problem {
     info(title = "Herald", description = "Real-time group notifications: send, list, confirm and audit."),
     paths(
         routes::auth::issue_token,
+        routes::auth::refresh_token,
         routes::groups::list_groups,
         routes::notifications::create,
         routes::notifications::list,
