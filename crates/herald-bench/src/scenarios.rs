@@ -67,6 +67,8 @@ struct SocketTally {
     duplicated: u64,
     out_of_order: u64,
     last_receive_us: u64,
+    /// Latency of the last socket to receive each notification so far, in µs.
+    slowest_us: Vec<u64>,
 }
 
 pub async fn fanout(target: &Target, args: &FanoutArgs) -> anyhow::Result<Report> {
@@ -148,8 +150,11 @@ pub async fn fanout(target: &Target, args: &FanoutArgs) -> anyhow::Result<Report
 
     let mut latency = histogram();
     let (mut received, mut duplicated, mut out_of_order, mut last_receive_us) = (0, 0, 0, 0);
+    let mut to_last_socket = vec![0u64; total];
+    let mut finished = Vec::with_capacity(readers.len());
     for reader in readers {
-        let tally = reader.await.context("a socket reader panicked")?;
+        let (tally, socket) = reader.await.context("a socket reader panicked")?;
+        finished.push(socket);
         latency
             .add(&tally.latency)
             .expect("histograms share bounds");
@@ -157,11 +162,15 @@ pub async fn fanout(target: &Target, args: &FanoutArgs) -> anyhow::Result<Report
         duplicated += tally.duplicated;
         out_of_order += tally.out_of_order;
         last_receive_us = last_receive_us.max(tally.last_receive_us);
+        for (slowest, latency) in to_last_socket.iter_mut().zip(&tally.slowest_us) {
+            *slowest = (*slowest).max(*latency);
+        }
     }
     let cpu_after = target
         .pids
         .first()
         .and_then(|pid| system::cpu_seconds(*pid));
+    drop(finished);
 
     let expected = (total * args.sockets) as u64;
     let seconds = (last_receive_us.saturating_sub(first_send_us)) as f64 / 1e6;
@@ -172,6 +181,19 @@ pub async fn fanout(target: &Target, args: &FanoutArgs) -> anyhow::Result<Report
     report.add("rate_per_second", args.rate);
     report.add("connect_seconds", sockets.elapsed.as_secs_f64());
     report.add("latency", Latency::from_micros(&latency));
+    let mut last_socket = histogram();
+    for latency in &to_last_socket {
+        let _ = last_socket.record((*latency).max(1));
+    }
+    report.add("latency_to_last_socket", Latency::from_micros(&last_socket));
+    let mut slowest: Vec<(usize, u64)> = to_last_socket.iter().copied().enumerate().collect();
+    slowest.sort_by_key(|(_, latency)| std::cmp::Reverse(*latency));
+    let slowest: Vec<String> = slowest
+        .iter()
+        .take(3)
+        .map(|(n, latency)| format!("#{n}: {:.1} ms", *latency as f64 / 1000.0))
+        .collect();
+    report.add("slowest_notifications", slowest.join(", "));
     report.add("deliveries", received);
     report.add(
         "deliveries_per_second",
@@ -204,13 +226,14 @@ async fn read_deliveries(
     base: Instant,
     total: u64,
     drain: Duration,
-) -> SocketTally {
+) -> (SocketTally, Socket) {
     let mut tally = SocketTally {
         latency: histogram(),
         received: 0,
         duplicated: 0,
         out_of_order: 0,
         last_receive_us: 0,
+        slowest_us: vec![0; total as usize],
     };
     let mut seen = vec![false; total as usize];
     let mut last_seq = 0u64;
@@ -249,10 +272,13 @@ async fn read_deliveries(
         tally.received += 1;
         tally.last_receive_us = now_us;
         let sent = sent_at[n as usize].load(Ordering::Acquire);
-        let _ = tally.latency.record(now_us.saturating_sub(sent).max(1));
+        let latency = now_us.saturating_sub(sent).max(1);
+        let _ = tally.latency.record(latency);
+        tally.slowest_us[n as usize] = tally.slowest_us[n as usize].max(latency);
     }
-    let _ = socket.close(None).await;
-    tally
+    // Closing now would load the gateway while other sockets still wait for frames; the caller
+    // drops every socket once all readers are done.
+    (tally, socket)
 }
 
 /// Parses the decimal number that follows `prefix` in `text`.

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::hub::{CATCH_UP_PAGE, Hub, Registration};
-use super::outbox::{Outbound, OutboxReceiver, OutboxSender, OverflowWatch};
+use super::outbox::{Outbound, OutboxReceiver, OutboxSender};
 use super::protocol::{self, Command, CommandError, close};
 use crate::error::ApiError;
 use crate::metrics;
@@ -71,6 +71,9 @@ enum Control {
 
 type Sink = SplitSink<WebSocket, Message>;
 
+/// A future that the writer waits on for the whole session.
+type Waiter<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
 /// Runs the session until the socket closes.
 pub async fn run(socket: WebSocket, hub: Arc<Hub>, setup: SessionSetup) {
     let SessionSetup {
@@ -105,16 +108,21 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, setup: SessionSetup) {
     let mut writer = Writer {
         hub: &hub,
         sink: &mut sink,
-        overflow: outbox.overflow_watch(),
+        overflow_wait: {
+            let overflow = outbox.overflow_watch();
+            Box::pin(async move { overflow.wait().await })
+        },
+        shutdown_wait: Box::pin(hub.shutting_down()),
         outbox: &mut outbox,
         control: &mut control,
         delivered: HashMap::new(),
         last_seen: &last_seen,
         started,
-        expires_at: deadline(expires_at),
+        expiry: Box::pin(tokio::time::sleep_until(deadline(expires_at))),
         delivered_count: ::metrics::counter!(metrics::EVENTS_DELIVERED),
     };
     let ending = writer.run(groups, notices).await;
+    drop(writer);
     outbox.close();
     let reason = match &ending {
         Ending::Close(code, _) => close_reason(*code),
@@ -163,13 +171,19 @@ struct Writer<'a> {
     hub: &'a Hub,
     sink: &'a mut Sink,
     outbox: &'a mut OutboxReceiver,
-    overflow: OverflowWatch,
+    /// Resolves when the outbox overflows, and `shutdown_wait` when the server shuts down. Each
+    /// is created once per socket: registering a fresh waiter on every frame would contend on
+    /// the hub's shared shutdown signal across all sockets.
+    overflow_wait: Waiter<'static>,
+    shutdown_wait: Waiter<'a>,
     control: &'a mut mpsc::Receiver<Control>,
     /// Seq of the last event written per group; the outbox may repeat what a replay wrote.
     delivered: HashMap<GroupName, u64>,
     last_seen: &'a AtomicU64,
     started: Instant,
-    expires_at: Instant,
+    /// Fires when the token expires. Created once: a timer per loop turn would cost a timer-wheel
+    /// insertion for every frame.
+    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
     delivered_count: ::metrics::Counter,
 }
 
@@ -297,11 +311,11 @@ impl Writer<'_> {
                     Some(Control::Close(code, reason)) => Ending::Close(code, reason),
                     Some(Control::Ended) | None => Ending::ClientGone,
                 },
-                () = self.hub.shutting_down() => {
+                () = self.shutdown_wait.as_mut() => {
                     return Ending::Close(close::GOING_AWAY, "server shutting down; reconnect with since");
                 }
-                () = self.overflow.wait() => return slow_consumer(self.outbox),
-                () = tokio::time::sleep_until(self.expires_at) => {
+                () = self.overflow_wait.as_mut() => return slow_consumer(self.outbox),
+                () = self.expiry.as_mut() => {
                     return Ending::Close(close::TOKEN_EXPIRED, "access token expired; reconnect with a new token");
                 }
                 _ = ping.tick() => {
@@ -335,7 +349,11 @@ impl Writer<'_> {
     /// Adds a frame to the batch unless it repeats an event already written.
     fn push_frame(&mut self, frame: Outbound, batch: &mut Vec<Message>) {
         if let Some((group, seq)) = &frame.event {
-            let delivered = self.delivered.entry((**group).clone()).or_default();
+            // Every group of the socket has an entry from the start, so this never allocates.
+            let delivered = match self.delivered.get_mut(&**group) {
+                Some(delivered) => delivered,
+                None => self.delivered.entry((**group).clone()).or_default(),
+            };
             if *seq <= *delivered {
                 return;
             }
@@ -360,8 +378,8 @@ impl Writer<'_> {
 
         tokio::select! {
             result = send => result.map_err(|_| Ending::ClientGone),
-            () = self.overflow.wait() => Err(slow_consumer(self.outbox)),
-            () = self.hub.shutting_down() => {
+            () = self.overflow_wait.as_mut() => Err(slow_consumer(self.outbox)),
+            () = self.shutdown_wait.as_mut() => {
                 Err(Ending::Close(close::GOING_AWAY, "server shutting down; reconnect with since"))
             }
             control = self.control.recv() => Err(match control {
