@@ -50,6 +50,7 @@ backend_tests! {
 
         let expected = [
             ("/api/auth/token", "post"),
+            ("/api/auth/refresh", "post"),
             ("/api/groups/", "get"),
             ("/api/notifications/", "get"),
             ("/api/notifications/", "post"),
@@ -69,7 +70,7 @@ backend_tests! {
             assert!(operation.is_object(), "{method} {path} is missing");
             assert!(operation["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path} has no responses");
         }
-        assert_eq!(paths.len(), 12, "every documented path is listed above: {:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 13, "every documented path is listed above: {:?}", paths.keys().collect::<Vec<_>>());
         let notification = &reply.body["components"]["schemas"]["Notification"]["properties"];
         for field in ["id", "content", "sender", "sender_group", "receiver_group", "status", "priority", "confirmed_by", "confirmed_at", "created_at", "read"] {
             assert!(notification.get(field).is_some(), "Notification.{field} is not documented");
