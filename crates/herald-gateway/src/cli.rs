@@ -283,6 +283,16 @@ async fn serve(settings: Settings, demo: bool) -> Result<(), Exit> {
         }
     };
 
+    // Bind first: a taken port should stop start-up before migrations or demo data run.
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .map_err(|error| {
+            Exit::from(anyhow::anyhow!(
+                "failed to listen on {} (--bind or HERALD_BIND): {error}; choose a free address, such as --bind 127.0.0.1:8001",
+                settings.bind
+            ))
+        })?;
+
     let store = prepared_store(&settings).await?;
     tracing::info!(database = %redact_url(&settings.database_url), backend = store.backend_name(), "database ready");
     if demo {
@@ -342,9 +352,6 @@ async fn serve(settings: Settings, demo: bool) -> Result<(), Exit> {
         serve_metrics(address).await?;
     }
 
-    let listener = tokio::net::TcpListener::bind(settings.bind)
-        .await
-        .with_context(|| format!("failed to listen on {} (HERALD_BIND)", settings.bind))?;
     let address = listener
         .local_addr()
         .context("failed to read the listening address")?;

@@ -1588,6 +1588,8 @@ async function confirmOne(id, button) {
     const { body } = await api(`/api/notifications/${id}/confirm/`, { method: 'POST' });
     upsertLive(body);
     announce(t('confirmedOne', { id }));
+    // Confirming a notification means having read it; the server keeps the two marks apart.
+    markRead(id);
   } catch (error) {
     if (error instanceof SessionEnded) return;
     if (error.status === 409 && error.problem?.notification) {
@@ -1664,10 +1666,13 @@ async function confirmSelected() {
     ui.batchConfirm.classList.remove('is-busy');
   }
 
+  const confirmed = [];
   for (const result of results) {
     data.selected.delete(result.id);
     if (result.notification) upsertLive(result.notification);
+    if (result.result === 'confirmed') confirmed.push(result.id);
   }
+  for (const id of confirmed) markRead(id);
   updateSelectionUi();
   if (results.length) showBatchResult(results);
   if (failure) reportError(failure);
