@@ -107,6 +107,11 @@ impl WsClient {
         self.send_text(value.to_string()).await;
     }
 
+    /// Sends a text frame, returning the transport error instead of panicking.
+    pub async fn try_send_text(&mut self, text: String) -> Result<(), tungstenite::Error> {
+        self.stream.send(Message::text(text)).await
+    }
+
     pub async fn send_text(&mut self, text: String) {
         self.stream
             .send(Message::text(text))
