@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::report::{Latency, Report, histogram};
@@ -20,6 +21,9 @@ use crate::system;
 use crate::target::{RECEIVER_GROUP, SENDER_GROUP, Target};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Read buffer of each client socket, in bytes.
+const CLIENT_READ_BUFFER: usize = 8 * 1024;
 
 /// Handshakes in flight at once while opening sockets.
 const CONNECT_CONCURRENCY: usize = 256;
@@ -434,7 +438,12 @@ async fn open_sockets(target: &Target, count: usize, label: &str) -> anyhow::Res
                     "authorization",
                     HeaderValue::from_str(&format!("Bearer {token}"))?,
                 );
-                let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+                // A browser-sized read buffer: the default 128 KiB per socket would make the
+                // generator's first read on every socket a large allocation, charged to latency.
+                let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
+                let (socket, _) =
+                    tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+                        .await?;
                 Ok::<_, anyhow::Error>(socket)
             }
         })

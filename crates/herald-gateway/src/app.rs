@@ -8,6 +8,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath};
 use axum::http::{Method, Request, header};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use herald_core::NotificationService;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -169,6 +170,13 @@ pub async fn serve(
         );
         closing.begin_shutdown();
     };
+    // Frames are already batched per flush; Nagle's algorithm would only hold a small frame
+    // back until the previous one is acknowledged.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "failed to set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;
