@@ -18,7 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use herald_core::service::SendInput;
 use herald_core::{Caller, GroupName, Notification, NotificationService, ServiceError};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::hub::{CATCH_UP_PAGE, Hub, Registration};
@@ -92,7 +92,7 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, setup: SessionSetup) {
     drop(_entered);
 
     let (mut sink, stream) = socket.split();
-    let (control_sender, mut control) = mpsc::channel(4);
+    let (control_sender, mut control) = oneshot::channel();
     let last_seen = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let reader = tokio::spawn(read_loop(
@@ -176,7 +176,7 @@ struct Writer<'a> {
     /// the hub's shared shutdown signal across all sockets.
     overflow_wait: Waiter<'static>,
     shutdown_wait: Waiter<'a>,
-    control: &'a mut mpsc::Receiver<Control>,
+    control: &'a mut oneshot::Receiver<Control>,
     /// Seq of the last event written per group; the outbox may repeat what a replay wrote.
     delivered: HashMap<GroupName, u64>,
     last_seen: &'a AtomicU64,
@@ -307,9 +307,9 @@ impl Writer<'_> {
         loop {
             tokio::select! {
                 biased;
-                control = self.control.recv() => return match control {
-                    Some(Control::Close(code, reason)) => Ending::Close(code, reason),
-                    Some(Control::Ended) | None => Ending::ClientGone,
+                control = &mut *self.control => return match control {
+                    Ok(Control::Close(code, reason)) => Ending::Close(code, reason),
+                    Ok(Control::Ended) | Err(_) => Ending::ClientGone,
                 },
                 () = self.shutdown_wait.as_mut() => {
                     return Ending::Close(close::GOING_AWAY, "server shutting down; reconnect with since");
@@ -382,9 +382,9 @@ impl Writer<'_> {
             () = self.shutdown_wait.as_mut() => {
                 Err(Ending::Close(close::GOING_AWAY, "server shutting down; reconnect with since"))
             }
-            control = self.control.recv() => Err(match control {
-                Some(Control::Close(code, reason)) => Ending::Close(code, reason),
-                Some(Control::Ended) | None => Ending::ClientGone,
+            control = &mut *self.control => Err(match control {
+                Ok(Control::Close(code, reason)) => Ending::Close(code, reason),
+                Ok(Control::Ended) | Err(_) => Ending::ClientGone,
             }),
         }
     }
@@ -429,7 +429,7 @@ async fn read_loop(
     service: NotificationService,
     caller: Caller,
     replies: OutboxSender,
-    control: mpsc::Sender<Control>,
+    control: oneshot::Sender<Control>,
     last_seen: Arc<AtomicU64>,
     started: Instant,
 ) {
@@ -449,12 +449,10 @@ async fn read_loop(
             Ok(Message::Close(_)) => break,
             Err(error) => {
                 if is_too_big(&error) {
-                    let _ = control
-                        .send(Control::Close(
-                            close::MESSAGE_TOO_BIG,
-                            "frame larger than 64 KiB",
-                        ))
-                        .await;
+                    let _ = control.send(Control::Close(
+                        close::MESSAGE_TOO_BIG,
+                        "frame larger than 64 KiB",
+                    ));
                     return;
                 }
                 tracing::debug!(%error, "socket read failed");
@@ -463,12 +461,10 @@ async fn read_loop(
         };
 
         if text.len() > protocol::MAX_CLIENT_FRAME_BYTES {
-            let _ = control
-                .send(Control::Close(
-                    close::MESSAGE_TOO_BIG,
-                    "frame larger than 64 KiB",
-                ))
-                .await;
+            let _ = control.send(Control::Close(
+                close::MESSAGE_TOO_BIG,
+                "frame larger than 64 KiB",
+            ));
             return;
         }
 
@@ -494,7 +490,7 @@ async fn read_loop(
         };
         reply(&replies, frame);
     }
-    let _ = control.send(Control::Ended).await;
+    let _ = control.send(Control::Ended);
 }
 
 fn reply(replies: &OutboxSender, text: Utf8Bytes) {

@@ -29,7 +29,7 @@ use crate::realtime::session::{self, GroupStart, SessionSetup};
 const MAX_TRANSPORT_MESSAGE: usize = 1024 * 1024;
 
 /// Initial read buffer of each socket, in bytes.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// Bytes buffered before a write reaches the socket; a flush writes earlier. Batched event
 /// frames are flushed together, so a larger buffer would only hold memory.
