@@ -2,8 +2,8 @@
 //!
 //! ops and fin each get a browser of their own. ops sends, fin sees the notification arrive
 //! without reloading and confirms it, and ops sees it confirmed. The tests also check that
-//! content is shown as text and that the page switches language. Screenshots go to
-//! target/browser-screenshots/.
+//! content is shown as text, that the page switches language, and that batch confirmation and
+//! mark-all-read reach the server. Screenshots go to target/browser-screenshots/.
 //!
 //! They need /usr/bin/chromium and /usr/bin/chromedriver (Debian's chromium and
 //! chromium-driver packages, which .ci/run installs) and are skipped with a message without them.
@@ -389,4 +389,84 @@ async fn page_follows_browser_language_and_switches() {
 
     chinese.close().await.unwrap();
     english.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_confirm_and_mark_all_read() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("app");
+    let first = app.send("ops", "第一条", "finance").await["id"]
+        .as_i64()
+        .unwrap();
+    let second = app.send("ops", "第二条", "finance").await["id"]
+        .as_i64()
+        .unwrap();
+    let third = app.send("ops", "第三条", "finance").await["id"]
+        .as_i64()
+        .unwrap();
+    let fin = driver.browser("zh-CN").await;
+    log_in(&fin, &app, "fin").await;
+    wait_for_item(&fin, "第三条").await;
+    wait_until(
+        &fin,
+        "the unread badge to count three",
+        r#"return document.querySelector('[data-testid="unread-count"]').textContent.trim() === '3';"#,
+    )
+    .await;
+
+    for id in [first, second] {
+        fin.find(Locator::Css(&format!(
+            r#"{} [data-testid="select-item"]"#,
+            item_selector(id)
+        )))
+        .await
+        .expect("checkbox on a pending item")
+        .click()
+        .await
+        .unwrap();
+    }
+    fin.find(Locator::Css(&testid("batch-confirm")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    for id in [first, second] {
+        wait_until(
+            &fin,
+            "the selected items to show confirmed",
+            &format!(
+                r#"const item = document.querySelector('{}');
+                   return !!item && item.dataset.status === 'confirmed';"#,
+                item_selector(id)
+            ),
+        )
+        .await;
+    }
+    assert_eq!(status_of(&fin, third).await.as_deref(), Some("pending"));
+    for id in [first, second] {
+        let stored = app.get("fin", &format!("/api/notifications/{id}/")).await;
+        assert_eq!(stored.body["confirmed_by"], "fin");
+    }
+
+    fin.find(Locator::Css(&testid("mark-all-read")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(
+        &fin,
+        "the unread badge to reach zero",
+        r#"return document.querySelector('[data-testid="unread-count"]').textContent.trim() === '0';"#,
+    )
+    .await;
+    let count = app.get("fin", "/api/notifications/unread-count/").await;
+    assert_eq!(count.body["count"], 0);
+    save_screenshot(&fin, "batch-confirmed-zh-CN").await;
+
+    fin.close().await.unwrap();
 }
