@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -141,22 +142,51 @@ impl Broker for MemoryBroker {
     }
 
     async fn subscribe_signals(&self) -> Result<SignalSubscription, BrokerError> {
-        let receiver = self.signals.subscribe();
-        let signals = stream::unfold(receiver, |mut receiver| async move {
-            loop {
-                match receiver.recv().await {
-                    Ok(signal) => return Some((signal, receiver)),
-                    // Signals carry no state: skipping lost ones only delays a refresh.
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        });
-        Ok(signals.boxed())
+        Ok(signal_stream(self.signals.subscribe()))
     }
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+}
+
+/// Turns a local broadcast receiver of user signals into a subscription, for broker adapters.
+pub fn signal_stream(receiver: broadcast::Receiver<UserSignal>) -> SignalSubscription {
+    let signals = stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(signal) => return Some((signal, receiver)),
+                // Signals carry no state: skipping lost ones only delays a refresh.
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    signals.boxed()
+}
+
+/// Exponential backoff from 100 ms to 5 s between attempts to reach a broker or storage.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// Counts a failure and returns how long to wait before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = Duration::from_millis(100) * 2u32.saturating_pow(self.failures.min(6));
+        self.failures = self.failures.saturating_add(1);
+        delay.min(Duration::from_secs(5))
+    }
+
+    /// Failures since the last success.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Clears the failure count; returns whether there were failures.
+    pub fn reset(&mut self) -> bool {
+        std::mem::take(&mut self.failures) > 0
     }
 }
 
@@ -188,6 +218,18 @@ mod tests {
             finance.next().await,
             Some(Delivery::Event(envelope("finance", 1)))
         );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_five_seconds() {
+        let mut backoff = Backoff::default();
+
+        let delays: Vec<_> = (0..8).map(|_| backoff.next_delay().as_millis()).collect();
+
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(backoff.failures(), 8);
+        assert!(backoff.reset());
+        assert!(!backoff.reset());
     }
 
     #[tokio::test]

@@ -19,8 +19,8 @@ pub mod service;
 pub mod store;
 
 pub use broker::{
-    Broker, BrokerError, Delivery, MemoryBroker, SignalSubscription, Subscription, UserSignal,
-    UserSignalKind,
+    Backoff, Broker, BrokerError, Delivery, MemoryBroker, SignalSubscription, Subscription,
+    UserSignal, UserSignalKind,
 };
 pub use event::{Envelope, EventKind};
 pub use names::{GroupName, NameError, Username};

@@ -25,8 +25,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use futures_util::stream::{self, StreamExt};
+use herald_core::broker::signal_stream;
 use herald_core::{
-    Broker, BrokerError, Delivery, Envelope, GroupName, SignalSubscription, Subscription,
+    Backoff, Broker, BrokerError, Delivery, Envelope, GroupName, SignalSubscription, Subscription,
     UserSignal,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -195,18 +196,7 @@ impl Broker for RedisBroker {
     }
 
     async fn subscribe_signals(&self) -> Result<SignalSubscription, BrokerError> {
-        let receiver = self.shared.signals.subscribe();
-        let signals = stream::unfold(receiver, |mut receiver| async move {
-            loop {
-                match receiver.recv().await {
-                    Ok(signal) => return Some((signal, receiver)),
-                    // Signals carry no state: skipping lost ones only delays a refresh.
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        });
-        Ok(signals.boxed())
+        Ok(signal_stream(self.shared.signals.subscribe()))
     }
 
     fn kind(&self) -> &'static str {
@@ -226,7 +216,7 @@ async fn run_subscriber(
     mut requests: mpsc::UnboundedReceiver<SubscribeRequest>,
 ) {
     let signals = signals_channel(&shared.prefix);
-    let mut failures: u32 = 0;
+    let mut backoff = Backoff::default();
     let mut lost = false;
 
     loop {
@@ -250,11 +240,11 @@ async fn run_subscriber(
         let (mut sink, mut stream) = match connected {
             Ok(parts) => parts,
             Err(error) => {
-                let delay = backoff(failures);
-                if failures == 0 {
+                let first_failure = backoff.failures() == 0;
+                let delay = backoff.next_delay();
+                if first_failure {
                     tracing::warn!(%error, retry_in = ?delay, "failed to connect to Redis pub/sub; retrying with backoff");
                 }
-                failures = failures.saturating_add(1);
                 // Requests made meanwhile are covered by the subscription on reconnect.
                 while let Ok(request) = requests.try_recv() {
                     let _ = request.done.send(());
@@ -268,7 +258,7 @@ async fn run_subscriber(
         if lost {
             metrics::counter!("herald_broker_reconnects_total").increment(1);
             tracing::info!(
-                failed_attempts = failures,
+                failed_attempts = backoff.failures(),
                 "Redis pub/sub connection restored; reading missed events from storage"
             );
             // Anything published while the connection was down is gone from pub/sub.
@@ -276,7 +266,7 @@ async fn run_subscriber(
         } else {
             tracing::info!("subscribed to Redis pub/sub");
         }
-        failures = 0;
+        backoff.reset();
 
         loop {
             tokio::select! {
@@ -376,12 +366,6 @@ fn decode_payload(payload: &[u8]) -> Option<(u64, Bytes)> {
     let colon = payload.iter().position(|&b| b == b':')?;
     let seq = std::str::from_utf8(&payload[..colon]).ok()?.parse().ok()?;
     Some((seq, Bytes::copy_from_slice(&payload[colon + 1..])))
-}
-
-/// Exponential backoff from 100 ms to 5 s.
-fn backoff(failures: u32) -> Duration {
-    let delay = Duration::from_millis(100) * 2u32.saturating_pow(failures.min(6));
-    delay.min(Duration::from_secs(5))
 }
 
 #[cfg(test)]

@@ -2,52 +2,10 @@
 //! REDIS_URL. It kills every pub/sub client of that server, so it lives in a test binary of its
 //! own, which cargo does not run alongside the other Redis tests.
 
-use std::time::Duration;
+mod common;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
-use herald_core::{Broker, Delivery, Envelope, GroupName, Subscription};
-use herald_redis::{RedisBroker, RedisOptions};
-
-/// A broker with a key prefix of its own, or `None` (printing why) without REDIS_URL.
-fn broker(test: &str) -> Option<(RedisBroker, String)> {
-    let Ok(url) = std::env::var("REDIS_URL") else {
-        eprintln!("skipped: set REDIS_URL=redis://127.0.0.1:6379/0 to run the Redis tests");
-        return None;
-    };
-    let prefix = format!("herald-test:{test}:{}:", std::process::id());
-    let broker = RedisBroker::start(RedisOptions {
-        url: url.clone(),
-        prefix,
-    })
-    .expect("valid REDIS_URL");
-    Some((broker, url))
-}
-
-fn envelope(group: &GroupName, seq: u64) -> Envelope {
-    Envelope {
-        group: group.clone(),
-        seq,
-        frame: Bytes::from(format!(r#"{{"type":"notification.created","seq":{seq}}}"#)),
-    }
-}
-
-async fn next(subscription: &mut Subscription) -> Delivery {
-    tokio::time::timeout(Duration::from_secs(10), subscription.next())
-        .await
-        .expect("a delivery within 10 s")
-        .expect("subscription open")
-}
-
-async fn wait_connected(broker: &RedisBroker) {
-    for _ in 0..100 {
-        if broker.is_connected() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("broker did not connect to Redis within 5 s");
-}
+use common::{broker, envelope, next, wait_connected};
+use herald_core::{Broker, Delivery, GroupName};
 
 #[tokio::test]
 async fn lost_connection_reports_gaps_and_recovers() {

@@ -21,8 +21,8 @@ use axum::extract::ws::Utf8Bytes;
 use axum::http::HeaderValue;
 use futures_util::StreamExt;
 use herald_core::{
-    Caller, Delivery, Envelope, GroupName, NotificationService, UserSignal, UserSignalKind,
-    Username,
+    Backoff, Caller, Delivery, Envelope, GroupName, NotificationService, UserSignal,
+    UserSignalKind, Username,
 };
 use tokio::sync::watch;
 
@@ -383,7 +383,7 @@ async fn pump(
         let mut subscription = match subscribed {
             Ok(subscription) => subscription,
             Err(error) => {
-                let delay = backoff.next();
+                let delay = backoff.next_delay();
                 tracing::warn!(%group, %error, retry_in = ?delay, "failed to subscribe to group events");
                 if sleep_or_shutdown(delay, &mut shutdown).await {
                     return;
@@ -405,7 +405,7 @@ async fn pump(
                     tracing::debug!(%group, head = channel.head(), "group channel ready");
                 }
                 Err(error) => {
-                    let delay = backoff.next();
+                    let delay = backoff.next_delay();
                     tracing::warn!(%group, %error, retry_in = ?delay, "failed to read the group's seq");
                     if sleep_or_shutdown(delay, &mut shutdown).await {
                         return;
@@ -547,7 +547,7 @@ async fn listen_for_signals(hub: Weak<Hub>) {
         let mut signals = match broker.subscribe_signals().await {
             Ok(signals) => signals,
             Err(error) => {
-                let delay = backoff.next();
+                let delay = backoff.next_delay();
                 tracing::warn!(%error, retry_in = ?delay, "failed to subscribe to user signals");
                 if sleep_or_shutdown(delay, &mut shutdown).await {
                     return;
@@ -586,40 +586,5 @@ async fn sleep_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bool>
     tokio::select! {
         _ = tokio::time::sleep(delay) => false,
         () = until_shutdown(shutdown) => true,
-    }
-}
-
-/// Exponential backoff from 100 ms to 5 s between retries.
-#[derive(Default)]
-struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let delay = Duration::from_millis(100) * 2u32.saturating_pow(self.failures.min(6));
-        self.failures += 1;
-        delay.min(Duration::from_secs(5))
-    }
-
-    /// Clears the failure count; returns whether there were failures.
-    fn reset(&mut self) -> bool {
-        std::mem::take(&mut self.failures) > 0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_five_seconds() {
-        let mut backoff = Backoff::default();
-
-        let delays: Vec<_> = (0..8).map(|_| backoff.next().as_millis()).collect();
-
-        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
-        assert!(backoff.reset());
-        assert!(!backoff.reset());
     }
 }

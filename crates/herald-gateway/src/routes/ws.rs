@@ -50,9 +50,7 @@ pub async fn group_stream(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    check_origin(&state, &headers)?;
-    let query = parse_query(query.as_deref())?;
-    let verified = authenticate(&state, &headers, &query)?;
+    let (query, verified) = admit(&state, &headers, query.as_deref())?;
 
     let unknown = || ApiError::NotFound(format!("group {group:?} does not exist"));
     let name = GroupName::parse(&group).map_err(|_| unknown())?;
@@ -89,9 +87,7 @@ pub async fn all_streams(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    check_origin(&state, &headers)?;
-    let query = parse_query(query.as_deref())?;
-    let verified = authenticate(&state, &headers, &query)?;
+    let (query, verified) = admit(&state, &headers, query.as_deref())?;
 
     let mut notices = Vec::new();
     let mut groups: Vec<(GroupName, Option<u64>)> = verified
@@ -180,6 +176,18 @@ async fn open(
         .max_frame_size(MAX_TRANSPORT_MESSAGE)
         .on_upgrade(move |socket| session::run(socket, hub, setup));
     Ok(response)
+}
+
+/// Runs the checks that both endpoints share: origin, query string and token.
+fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(StreamQuery, Verified), ApiError> {
+    check_origin(state, headers)?;
+    let query = parse_query(query)?;
+    let verified = authenticate(state, headers, &query)?;
+    Ok((query, verified))
 }
 
 /// Accepts sockets from non-browser clients (no Origin), from the gateway's own origin, and from
