@@ -196,7 +196,7 @@ fn item_selector(id: i64) -> String {
     format!(r#"[data-testid="notification-item"][data-notification-id="{id}"]"#)
 }
 
-/// The id of the newest notification whose content is `content`, once the page shows it.
+/// Waits until the page lists a notification with this content and returns its id.
 async fn wait_for_item(browser: &Client, content: &str) -> i64 {
     let script = r#"const items = [...document.querySelectorAll('[data-testid="notification-item"]')];
         const item = items.find(i => i.querySelector('[data-testid="notification-content"]')?.textContent === arguments[0]);

@@ -505,7 +505,7 @@ async fn unanswered_pings_close_with_4002() {
         .expect("app");
     let mut socket = app.ws("fin", "/ws/notifications/finance/").await;
 
-    // A client that does not read does not answer pings either.
+    // A client that does not read does not reply to pings either.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     assert_eq!(
@@ -525,7 +525,7 @@ async fn answered_pings_keep_socket_open() {
         .expect("app");
     let mut socket = app.ws("fin", "/ws/notifications/finance/").await;
 
-    // Reading answers pings automatically.
+    // Reading replies to pings automatically.
     assert_eq!(socket.recv_within(Duration::from_millis(1500)).await, None);
 
     socket.assert_nothing_pending().await;

@@ -300,7 +300,7 @@ impl TestApp {
             .0
     }
 
-    /// Signs a token for `username` with exactly `groups`, whatever the directory says.
+    /// Signs a token for `username` with exactly `groups`, whatever the directory stores.
     pub fn token_with_groups(&self, username: &str, groups: &[&str], ttl: Duration) -> String {
         let user = UserRecord {
             username: Username::parse(username).expect("valid username"),
@@ -319,7 +319,7 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
-    /// The ws:// URL of a path.
+    /// Returns the ws:// URL of a path.
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws{}{}", self.base.trim_start_matches("http"), path)
     }

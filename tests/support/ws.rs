@@ -70,7 +70,7 @@ impl WsClient {
         Self { stream }
     }
 
-    /// The next text frame as JSON; panics on a timeout or a close.
+    /// Receives the next text frame as JSON, panicking on a timeout or a close.
     pub async fn recv(&mut self) -> Value {
         match self.recv_within(FRAME_TIMEOUT).await {
             Some(value) => value,
@@ -78,7 +78,7 @@ impl WsClient {
         }
     }
 
-    /// The next text frame as JSON, or `None` when none arrives within `timeout`.
+    /// Receives the next text frame as JSON, or `None` when none arrives within `timeout`.
     pub async fn recv_within(&mut self, timeout: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -95,7 +95,7 @@ impl WsClient {
         }
     }
 
-    /// The next frame, asserting its type.
+    /// Receives the next frame and asserts its type.
     pub async fn recv_type(&mut self, kind: &str) -> Value {
         let frame = self.recv().await;
         assert_eq!(frame["type"], kind, "unexpected frame {frame}");

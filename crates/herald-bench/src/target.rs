@@ -152,7 +152,7 @@ impl Target {
         Ok(target)
     }
 
-    /// A token for a synthetic user in one group, valid for a day.
+    /// Signs a token for a synthetic user in one group, valid for a day.
     pub fn token(&self, username: &str, group: &str) -> String {
         let now = unix_now();
         let claims = Claims {

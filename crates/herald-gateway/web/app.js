@@ -993,7 +993,7 @@ function handleDrop(code) {
   stopHeartbeat();
   if (!session.token) return;
 
-  // 4001 means the socket's token expired. After a refresh the session holds a newer one, so
+  // 4001 means the socket's token expired. After a refresh the session has a newer one, so
   // only an expired session token ends the session; otherwise reconnect with the new token.
   if (tokenExpired()) {
     expireSession();

@@ -2,8 +2,8 @@
 //!
 //! Group channels and command replies push frames; the socket's writer pops them. The queue is
 //! bounded both in frames and in bytes. A push that would exceed either bound marks the queue
-//! overflowed instead of waiting, so a slow reader never holds up the channel that feeds every
-//! other socket: the writer sees the mark, closes its socket with 4008 and drops what is queued.
+//! overflowed instead of waiting, so a slow reader never delays the channel that feeds every
+//! other socket. The writer notices the mark, closes its socket with 4008 and drops the queue.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -101,7 +101,7 @@ impl OutboxSender {
         }
     }
 
-    /// Whether the writer has gone away.
+    /// Reports whether the writer has gone away.
     pub fn is_closed(&self) -> bool {
         self.frames.is_closed()
     }
@@ -128,7 +128,7 @@ impl OutboxReceiver {
         Some(frame)
     }
 
-    /// A handle that waits for overflow while the receiver is borrowed elsewhere.
+    /// Returns a handle that waits for overflow while the receiver is borrowed elsewhere.
     pub fn overflow_watch(&self) -> OverflowWatch {
         OverflowWatch {
             shared: self.shared.clone(),
@@ -165,7 +165,7 @@ pub struct OverflowWatch {
 }
 
 impl OverflowWatch {
-    /// Whether a push has overflowed the queue.
+    /// Reports whether a push has overflowed the queue.
     pub fn overflowed(&self) -> bool {
         self.shared.overflowed.load(Ordering::Acquire)
     }

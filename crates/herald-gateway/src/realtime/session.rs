@@ -390,7 +390,7 @@ impl Writer<'_> {
     }
 }
 
-/// The `reason` label of a server close code.
+/// Returns the `reason` label of a server close code.
 fn close_reason(code: u16) -> &'static str {
     match code {
         close::GOING_AWAY => "shutdown",
@@ -416,7 +416,7 @@ fn slow_consumer(outbox: &OutboxReceiver) -> Ending {
     )
 }
 
-/// The instant a token expiring at `expires_at` (Unix seconds) runs out.
+/// Converts a token's expiry (`expires_at`, Unix seconds) into a Tokio instant.
 fn deadline(expires_at: i64) -> Instant {
     let now = chrono::Utc::now().timestamp_millis();
     let remaining = (expires_at * 1000 - now).max(0) as u64;
@@ -557,7 +557,7 @@ fn command_error(error: ServiceError) -> CommandError {
     CommandError::from(error)
 }
 
-/// Whether a read failed because the client's message exceeded the transport limit.
+/// Reports whether a read failed because the client's message exceeded the transport limit.
 fn is_too_big(error: &axum::Error) -> bool {
     std::error::Error::source(error)
         .and_then(|source| source.downcast_ref::<tungstenite::Error>())

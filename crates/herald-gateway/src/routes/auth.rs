@@ -108,7 +108,7 @@ pub async fn refresh_token(
         ));
     }
     let Some(user) = state.service.store().find_user(&caller.username).await? else {
-        tracing::info!(user = %caller.username, "refresh refused: the user no longer exists");
+        tracing::info!(user = %caller.username, "token refresh rejected: the user no longer exists");
         return Err(ApiError::Unauthorized(
             "the user of this token no longer exists".into(),
         ));
