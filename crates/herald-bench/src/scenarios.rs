@@ -1,15 +1,15 @@
 //! The three scenarios.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{StreamExt, stream};
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -64,15 +64,29 @@ pub struct RestArgs {
     pub duration_secs: u64,
 }
 
-/// Counts and latencies that one socket observed during a fan-out run.
+/// What one socket observed during a fan-out run.
+///
+/// Everything is allocated before the first POST: a reader that allocated or built a histogram
+/// while frames arrive would charge the load generator's own work to the gateway's latency.
 struct SocketTally {
-    latency: Histogram<u64>,
+    /// Latency of each notification in µs, 0 until it arrives.
+    latency_us: Vec<u32>,
     received: u64,
     duplicated: u64,
     out_of_order: u64,
     last_receive_us: u64,
-    /// Latency of the last socket to receive each notification so far, in µs.
-    slowest_us: Vec<u64>,
+}
+
+impl SocketTally {
+    fn new(notifications: usize) -> Self {
+        Self {
+            latency_us: vec![0; notifications],
+            received: 0,
+            duplicated: 0,
+            out_of_order: 0,
+            last_receive_us: 0,
+        }
+    }
 }
 
 pub async fn fanout(target: &Target, args: &FanoutArgs) -> anyhow::Result<Report> {
@@ -92,17 +106,21 @@ pub async fn fanout(target: &Target, args: &FanoutArgs) -> anyhow::Result<Report
     let run = format!("{:x}", std::process::id());
     let marker = format!("\"content\":\"bench:{run}:");
 
+    let parked = Arc::new(Parked::default());
     let mut readers = Vec::with_capacity(sockets.open.len());
     for socket in sockets.open {
         readers.push(tokio::spawn(read_deliveries(
             socket,
+            SocketTally::new(total),
             marker.clone(),
             sent_at.clone(),
             base,
-            total as u64,
             Duration::from_secs(args.drain_secs),
+            parked.clone(),
         )));
     }
+    // The first notification must not race the readers' first polls.
+    parked.wait_for(readers.len()).await;
 
     let cpu_before = target
         .pids
@@ -159,16 +177,16 @@ pub async fn fanout(target: &Target, args: &FanoutArgs) -> anyhow::Result<Report
     for reader in readers {
         let (tally, socket) = reader.await.context("a socket reader panicked")?;
         finished.push(socket);
-        latency
-            .add(&tally.latency)
-            .expect("histograms share bounds");
+        for (slowest, &micros) in to_last_socket.iter_mut().zip(&tally.latency_us) {
+            if micros > 0 {
+                let _ = latency.record(u64::from(micros));
+                *slowest = (*slowest).max(u64::from(micros));
+            }
+        }
         received += tally.received;
         duplicated += tally.duplicated;
         out_of_order += tally.out_of_order;
         last_receive_us = last_receive_us.max(tally.last_receive_us);
-        for (slowest, latency) in to_last_socket.iter_mut().zip(&tally.slowest_us) {
-            *slowest = (*slowest).max(*latency);
-        }
     }
     let cpu_after = target
         .pids
@@ -222,26 +240,44 @@ pub async fn fanout(target: &Target, args: &FanoutArgs) -> anyhow::Result<Report
     Ok(report)
 }
 
+/// Counts the readers that are waiting for their first frame.
+#[derive(Default)]
+struct Parked {
+    count: AtomicUsize,
+    changed: Notify,
+}
+
+impl Parked {
+    fn arrive(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_one();
+    }
+
+    async fn wait_for(&self, readers: usize) {
+        loop {
+            let changed = self.changed.notified();
+            if self.count.load(Ordering::Acquire) >= readers {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
 /// Reads frames until every notification arrived or the drain time after the last send ran out.
 async fn read_deliveries(
     mut socket: Socket,
+    mut tally: SocketTally,
     marker: String,
     sent_at: Arc<Vec<AtomicU64>>,
     base: Instant,
-    total: u64,
     drain: Duration,
+    parked: Arc<Parked>,
 ) -> (SocketTally, Socket) {
-    let mut tally = SocketTally {
-        latency: histogram(),
-        received: 0,
-        duplicated: 0,
-        out_of_order: 0,
-        last_receive_us: 0,
-        slowest_us: vec![0; total as usize],
-    };
-    let mut seen = vec![false; total as usize];
+    let total = tally.latency_us.len() as u64;
     let mut last_seq = 0u64;
     let mut idle_since = Instant::now();
+    parked.arrive();
 
     while tally.received < total {
         let wait = drain.saturating_sub(idle_since.elapsed());
@@ -265,20 +301,17 @@ async fn read_deliveries(
             tally.out_of_order += 1;
         }
         last_seq = last_seq.max(seq);
-        let Some(slot) = seen.get_mut(n as usize) else {
+        let Some(slot) = tally.latency_us.get_mut(n as usize) else {
             continue;
         };
-        if *slot {
+        if *slot > 0 {
             tally.duplicated += 1;
             continue;
         }
-        *slot = true;
+        let sent = sent_at[n as usize].load(Ordering::Acquire);
+        *slot = now_us.saturating_sub(sent).clamp(1, u64::from(u32::MAX)) as u32;
         tally.received += 1;
         tally.last_receive_us = now_us;
-        let sent = sent_at[n as usize].load(Ordering::Acquire);
-        let latency = now_us.saturating_sub(sent).max(1);
-        let _ = tally.latency.record(latency);
-        tally.slowest_us[n as usize] = tally.slowest_us[n as usize].max(latency);
     }
     // Closing now would load the gateway while other sockets still wait for frames; the caller
     // drops every socket once all readers are done.
