@@ -1,5 +1,7 @@
 //! Creating notifications: validation, send policy, idempotency and content fidelity.
 
+use herald_core::store::{Created, DirectoryStore, NewNotification, NotificationStore};
+use herald_core::{Content, GroupName, Priority, Username};
 use herald_tests::{Reply, StatusCode, TestApp, backend_tests};
 use serde_json::json;
 
@@ -172,5 +174,84 @@ backend_tests! {
         assert_eq!(replayed, 11);
         let ids: std::collections::BTreeSet<i64> = replies.iter().map(|r| r.body["id"].as_i64().unwrap()).collect();
         assert_eq!(ids.len(), 1);
+    }
+
+    async fn concurrent_writes_get_contiguous_seqs(app: TestApp) {
+        // Writes that arrive together commit together; every one still gets its own seqs.
+        let earlier: Vec<i64> = {
+            let mut ids = Vec::new();
+            for n in 0..20 {
+                ids.push(app.send("ops", &format!("earlier {n}"), "finance").await["id"].as_i64().unwrap());
+            }
+            ids
+        };
+        let finance = GroupName::parse("finance").unwrap();
+        let before = app.store.find_group(&finance).await.unwrap().unwrap().seq;
+
+        let ops = app.token("ops").await;
+        let fin = app.token("fin").await;
+        let creations = (0..40).map(|n| {
+            let request = app.client.post(app.url("/api/notifications/")).bearer_auth(&ops)
+                .json(&json!({"content": format!("together {n}"), "receiver_group": "finance"}));
+            async move { Reply::from(request.send().await.expect("POST")).await }
+        });
+        let confirmations = earlier.iter().map(|id| {
+            let request = app.client.post(app.url(&format!("/api/notifications/{id}/confirm/"))).bearer_auth(&fin);
+            async move { Reply::from(request.send().await.expect("POST")).await }
+        });
+        let (created, confirmed) = tokio::join!(
+            futures_util::future::join_all(creations),
+            futures_util::future::join_all(confirmations),
+        );
+        for reply in created.iter().chain(&confirmed) {
+            assert!(reply.status.is_success(), "{} {}", reply.status, reply.body);
+        }
+
+        let events = app.store.events_after(&finance, before, 1000).await.unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        let expected: Vec<u64> = (before + 1..=before + 60).collect();
+        assert_eq!(seqs, expected, "one event per write, numbered without gaps");
+
+        let mut notified: Vec<i64> = events.iter().map(|e| {
+            let frame: serde_json::Value = serde_json::from_slice(&e.frame).unwrap();
+            assert_eq!(frame["seq"].as_u64(), Some(e.seq), "the frame carries its own seq");
+            frame["notification"]["id"].as_i64().unwrap()
+        }).collect();
+        notified.sort_unstable();
+        let mut written: Vec<i64> = created.iter().map(|r| r.body["id"].as_i64().unwrap()).chain(earlier.iter().copied()).collect();
+        written.sort_unstable();
+        assert_eq!(notified, written, "each write has exactly one finance event");
+    }
+
+    async fn failing_write_does_not_fail_its_neighbours(app: TestApp) {
+        // A write that the database rejects may share a transaction with others; they commit.
+        let group = |name: &str| GroupName::parse(name).unwrap();
+        let new = |receiver: &str, n: usize| NewNotification {
+            content: Content::parse(format!("neighbour {n}")).unwrap(),
+            sender: Username::parse("ops").unwrap(),
+            sender_group: group("operations"),
+            receiver_group: group(receiver),
+            priority: Priority::Normal,
+            idempotency: None,
+        };
+        let writes = (0..30).map(|n| {
+            let receiver = if n % 10 == 5 { "no-such-group" } else { "finance" };
+            let store = app.store.clone();
+            let new = new(receiver, n);
+            tokio::spawn(async move { store.create_notification(new).await })
+        });
+        let results = futures_util::future::join_all(writes).await;
+
+        for (n, result) in results.into_iter().enumerate() {
+            let result = result.expect("task");
+            if n % 10 == 5 {
+                assert!(result.is_err(), "write {n} names a missing group");
+            } else {
+                assert!(matches!(result, Ok(Created::New { .. })), "write {n}: {result:?}");
+            }
+        }
+        let events = app.store.events_after(&group("finance"), 0, 1000).await.unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=27).collect::<Vec<u64>>(), "the 27 good writes, numbered without gaps");
     }
 }

@@ -11,15 +11,22 @@
 //!   the increment row-locks the group until commit, so a group's events commit in seq order;
 //! - a confirmation is one conditional `UPDATE ... WHERE status = 'pending'`;
 //! - idempotent creation rests on a unique index over (sender, idempotency_key).
+//!
+//! Within one process, creations and confirmations go through a write queue (`batch`) that
+//! commits whatever is waiting in one transaction, so that writers of the same groups share
+//! their round trips and commits instead of queueing on the group locks one by one.
 
+mod batch;
 mod convert;
 mod directory;
 pub mod entity;
 mod error;
 mod notifications;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use batch::WriteQueue;
 use herald_migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
@@ -49,6 +56,8 @@ impl Default for StoreOptions {
 #[derive(Clone, Debug)]
 pub struct SeaStore {
     db: DatabaseConnection,
+    /// Started on the first write, on the runtime that makes it.
+    writes: Arc<OnceLock<WriteQueue>>,
 }
 
 impl SeaStore {
@@ -76,12 +85,20 @@ impl SeaStore {
         }
 
         let db = Database::connect(connect).await?;
-        Ok(Self { db })
+        Ok(Self::from_connection(db))
     }
 
     /// Wraps an open connection.
     pub fn from_connection(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            writes: Arc::default(),
+        }
+    }
+
+    fn writes(&self) -> &WriteQueue {
+        self.writes
+            .get_or_init(|| WriteQueue::start(self.db.clone()))
     }
 
     pub fn connection(&self) -> &DatabaseConnection {

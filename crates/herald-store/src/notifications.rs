@@ -12,11 +12,13 @@ use herald_core::store::{
 use herald_core::{GroupName, Notification, NotificationId, Status, Username};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 
 use crate::SeaStore;
+use crate::batch::{Write, Written};
 use crate::convert;
 use crate::entity::{group, group_event, notification, notification_read};
 use crate::error::{StoreErrorExt, is_unique_violation, to_store_error};
@@ -28,67 +30,14 @@ impl NotificationStore for SeaStore {
     }
 
     async fn create_notification(&self, new: NewNotification) -> StoreResult<Created> {
-        let txn = self
-            .db
-            .begin()
-            .await
-            .context("begin creating a notification")?;
-
-        // Taking the seqs first write-locks the audience groups (and, on SQLite, the database)
-        // before anything is read, so concurrent creations queue here.
-        let audience = audience(&new.sender_group, &new.receiver_group);
-        let seqs = next_seqs(&txn, &audience).await?;
-
-        if let Some(key) = &new.idempotency
-            && let Some(existing) = find_by_key(&txn, &new.sender, &key.key).await?
-        {
-            txn.rollback()
-                .await
-                .context("roll back a replayed creation")?;
-            return replayed(existing, &key.fingerprint);
+        // A keyed creation must look its key up under the group locks; it commits alone.
+        if new.idempotency.is_some() {
+            return create_alone(&self.db, new).await;
         }
-
-        let row = notification::ActiveModel {
-            content: Set(new.content.into_inner()),
-            sender: Set(new.sender.to_string()),
-            sender_group: Set(new.sender_group.to_string()),
-            receiver_group: Set(new.receiver_group.to_string()),
-            status: Set(Status::Pending.as_str().to_owned()),
-            priority: Set(new.priority.as_str().to_owned()),
-            confirmed_by: Set(None),
-            confirmed_at: Set(None),
-            created_at: Set(herald_core::notification::now_millis()),
-            idempotency_key: Set(new.idempotency.as_ref().map(|k| k.key.clone())),
-            idempotency_fingerprint: Set(new.idempotency.as_ref().map(|k| k.fingerprint.clone())),
-            ..Default::default()
-        };
-        let inserted = match notification::Entity::insert(row)
-            .exec_with_returning(&txn)
-            .await
-        {
-            Ok(model) => model,
-            Err(e) if is_unique_violation(&e) && new.idempotency.is_some() => {
-                // A concurrent request with the same key committed first.
-                txn.rollback()
-                    .await
-                    .context("roll back a duplicate creation")?;
-                let key = new.idempotency.expect("checked above");
-                let existing = find_by_key(&self.db, &new.sender, &key.key)
-                    .await?
-                    .ok_or_else(|| to_store_error(e, "reload a notification by idempotency key"))?;
-                return replayed(existing, &key.fingerprint);
-            }
-            Err(e) => return Err(to_store_error(e, "insert a notification")),
-        };
-
-        let notification = convert::notification(inserted, Some(true))?;
-        let events = write_events(&txn, EventKind::Created, &notification, &seqs).await?;
-
-        txn.commit().await.context("commit a notification")?;
-        Ok(Created::New {
-            notification,
-            events,
-        })
+        match self.writes().submit(Write::Create(new)).await? {
+            Written::Created(created) => Ok(created),
+            Written::Confirmed(_) => unreachable!("a creation yields a creation"),
+        }
     }
 
     async fn find_notification(
@@ -96,15 +45,7 @@ impl NotificationStore for SeaStore {
         id: NotificationId,
         reader: &Username,
     ) -> StoreResult<Option<Notification>> {
-        let Some(row) = notification::Entity::find_by_id(id)
-            .one(&self.db)
-            .await
-            .context("load a notification")?
-        else {
-            return Ok(None);
-        };
-        let read = is_read_by(&self.db, &row, reader).await?;
-        Ok(Some(convert::notification(row, Some(read))?))
+        find_notification(&self.db, id, reader).await
     }
 
     async fn confirm_notification(
@@ -113,51 +54,15 @@ impl NotificationStore for SeaStore {
         by: &Username,
         at: DateTime<Utc>,
     ) -> StoreResult<Confirmed> {
-        let txn = self
-            .db
-            .begin()
-            .await
-            .context("begin confirming a notification")?;
-
-        // The conditional update is the whole decision: of concurrent confirmations, on any
-        // number of instances, exactly one finds the row still pending.
-        let updated = notification::Entity::update_many()
-            .col_expr(
-                notification::Column::Status,
-                Expr::value(Status::Confirmed.as_str()),
-            )
-            .col_expr(notification::Column::ConfirmedBy, Expr::value(by.as_str()))
-            .col_expr(notification::Column::ConfirmedAt, Expr::value(at))
-            .filter(notification::Column::Id.eq(id))
-            .filter(notification::Column::Status.eq(Status::Pending.as_str()))
-            .exec_with_returning(&txn)
-            .await
-            .context("confirm a notification")?;
-
-        let Some(row) = updated.into_iter().next() else {
-            txn.rollback()
-                .await
-                .context("roll back a lost confirmation")?;
-            return Ok(match self.find_notification(id, by).await? {
-                Some(current) => Confirmed::Already(current),
-                None => Confirmed::NotFound,
-            });
+        let write = Write::Confirm {
+            id,
+            by: by.clone(),
+            at,
         };
-
-        let read = is_read_by(&txn, &row, by).await?;
-        let notification = convert::notification(row, Some(read))?;
-        let seqs = next_seqs(
-            &txn,
-            &audience(&notification.sender_group, &notification.receiver_group),
-        )
-        .await?;
-        let events = write_events(&txn, EventKind::Confirmed, &notification, &seqs).await?;
-
-        txn.commit().await.context("commit a confirmation")?;
-        Ok(Confirmed::Now {
-            notification,
-            events,
-        })
+        match self.writes().submit(write).await? {
+            Written::Confirmed(confirmed) => Ok(confirmed),
+            Written::Created(_) => unreachable!("a confirmation yields a confirmation"),
+        }
     }
 
     async fn list_notifications(
@@ -354,9 +259,171 @@ impl NotificationStore for SeaStore {
     }
 }
 
+/// Creates a notification in a transaction of its own.
+pub(crate) async fn create_alone(
+    db: &DatabaseConnection,
+    new: NewNotification,
+) -> StoreResult<Created> {
+    let txn = db.begin().await.context("begin creating a notification")?;
+
+    // Taking the seqs first write-locks the audience groups (and, on SQLite, the database)
+    // before the idempotency key is looked up, so concurrent creations with one key queue here.
+    let audience = audience(&new.sender_group, &new.receiver_group);
+    let seqs = next_seqs(&txn, &audience).await?;
+
+    if let Some(key) = &new.idempotency
+        && let Some(existing) = find_by_key(&txn, &new.sender, &key.key).await?
+    {
+        txn.rollback()
+            .await
+            .context("roll back a replayed creation")?;
+        return replayed(existing, &key.fingerprint);
+    }
+
+    let inserted = match insert_notification(&txn, &new).await {
+        Ok(model) => model,
+        Err(e) if is_unique_violation(&e) && new.idempotency.is_some() => {
+            // A concurrent request with the same key committed first.
+            txn.rollback()
+                .await
+                .context("roll back a duplicate creation")?;
+            let key = new.idempotency.expect("checked above");
+            let existing = find_by_key(db, &new.sender, &key.key)
+                .await?
+                .ok_or_else(|| to_store_error(e, "reload a notification by idempotency key"))?;
+            return replayed(existing, &key.fingerprint);
+        }
+        Err(e) => return Err(to_store_error(e, "insert a notification")),
+    };
+
+    let notification = convert::notification(inserted, Some(true))?;
+    let events = write_events(&txn, EventKind::Created, &notification, &seqs).await?;
+
+    txn.commit().await.context("commit a notification")?;
+    Ok(Created::New {
+        notification,
+        events,
+    })
+}
+
+/// Confirms a notification in a transaction of its own.
+pub(crate) async fn confirm_alone(
+    db: &DatabaseConnection,
+    id: NotificationId,
+    by: &Username,
+    at: DateTime<Utc>,
+) -> StoreResult<Confirmed> {
+    let txn = db
+        .begin()
+        .await
+        .context("begin confirming a notification")?;
+
+    let Some(notification) = confirm_row(&txn, id, by, at).await? else {
+        txn.rollback()
+            .await
+            .context("roll back a lost confirmation")?;
+        return not_confirmed(db, id, by).await;
+    };
+
+    let seqs = next_seqs(
+        &txn,
+        &audience(&notification.sender_group, &notification.receiver_group),
+    )
+    .await?;
+    let events = write_events(&txn, EventKind::Confirmed, &notification, &seqs).await?;
+
+    txn.commit().await.context("commit a confirmation")?;
+    Ok(Confirmed::Now {
+        notification,
+        events,
+    })
+}
+
+/// Inserts a pending notification.
+pub(crate) async fn insert_notification<C: ConnectionTrait>(
+    db: &C,
+    new: &NewNotification,
+) -> Result<notification::Model, DbErr> {
+    let row = notification::ActiveModel {
+        content: Set(new.content.as_str().to_owned()),
+        sender: Set(new.sender.to_string()),
+        sender_group: Set(new.sender_group.to_string()),
+        receiver_group: Set(new.receiver_group.to_string()),
+        status: Set(Status::Pending.as_str().to_owned()),
+        priority: Set(new.priority.as_str().to_owned()),
+        confirmed_by: Set(None),
+        confirmed_at: Set(None),
+        created_at: Set(herald_core::notification::now_millis()),
+        idempotency_key: Set(new.idempotency.as_ref().map(|k| k.key.clone())),
+        idempotency_fingerprint: Set(new.idempotency.as_ref().map(|k| k.fingerprint.clone())),
+        ..Default::default()
+    };
+    notification::Entity::insert(row)
+        .exec_with_returning(db)
+        .await
+}
+
+/// Moves a pending notification to confirmed; `None` when it is not pending (or does not exist).
+///
+/// The conditional update is the whole decision: of concurrent confirmations, on any number of
+/// instances, exactly one finds the row still pending.
+pub(crate) async fn confirm_row(
+    txn: &DatabaseTransaction,
+    id: NotificationId,
+    by: &Username,
+    at: DateTime<Utc>,
+) -> StoreResult<Option<Notification>> {
+    let updated = notification::Entity::update_many()
+        .col_expr(
+            notification::Column::Status,
+            Expr::value(Status::Confirmed.as_str()),
+        )
+        .col_expr(notification::Column::ConfirmedBy, Expr::value(by.as_str()))
+        .col_expr(notification::Column::ConfirmedAt, Expr::value(at))
+        .filter(notification::Column::Id.eq(id))
+        .filter(notification::Column::Status.eq(Status::Pending.as_str()))
+        .exec_with_returning(txn)
+        .await
+        .context("confirm a notification")?;
+
+    let Some(row) = updated.into_iter().next() else {
+        return Ok(None);
+    };
+    let read = is_read_by(txn, &row, by).await?;
+    Ok(Some(convert::notification(row, Some(read))?))
+}
+
+/// The answer to a confirmation that found the notification not pending.
+pub(crate) async fn not_confirmed(
+    db: &DatabaseConnection,
+    id: NotificationId,
+    by: &Username,
+) -> StoreResult<Confirmed> {
+    Ok(match find_notification(db, id, by).await? {
+        Some(current) => Confirmed::Already(current),
+        None => Confirmed::NotFound,
+    })
+}
+
+async fn find_notification(
+    db: &DatabaseConnection,
+    id: NotificationId,
+    reader: &Username,
+) -> StoreResult<Option<Notification>> {
+    let Some(row) = notification::Entity::find_by_id(id)
+        .one(db)
+        .await
+        .context("load a notification")?
+    else {
+        return Ok(None);
+    };
+    let read = is_read_by(db, &row, reader).await?;
+    Ok(Some(convert::notification(row, Some(read))?))
+}
+
 /// The groups that receive a notification's events, sorted so that every writer locks them in
 /// the same order and concurrent transactions cannot deadlock.
-fn audience(sender: &GroupName, receiver: &GroupName) -> Vec<GroupName> {
+pub(crate) fn audience(sender: &GroupName, receiver: &GroupName) -> Vec<GroupName> {
     let mut groups = vec![sender.clone(), receiver.clone()];
     groups.sort();
     groups.dedup();
@@ -370,25 +437,34 @@ async fn next_seqs(
 ) -> StoreResult<Vec<(GroupName, u64)>> {
     let mut seqs = Vec::with_capacity(groups.len());
     for name in groups {
-        let updated = group::Entity::update_many()
-            .col_expr(
-                group::Column::LastSeq,
-                Expr::col(group::Column::LastSeq).add(1),
-            )
-            .filter(group::Column::Name.eq(name.as_str()))
-            .exec_with_returning(txn)
-            .await
-            .context("increment a group seq")?;
-        let row = updated
-            .into_iter()
-            .next()
-            .ok_or_else(|| herald_core::StoreError::Internal {
-                context: "increment a group seq",
-                source: format!("group {name} does not exist").into(),
-            })?;
-        seqs.push((name.clone(), row.last_seq as u64));
+        seqs.push((name.clone(), advance_seq(txn, name, 1).await?));
     }
     Ok(seqs)
+}
+
+/// Adds `count` to a group's seq and returns the new value; the row stays locked until commit.
+pub(crate) async fn advance_seq(
+    txn: &DatabaseTransaction,
+    name: &GroupName,
+    count: u64,
+) -> StoreResult<u64> {
+    let updated = group::Entity::update_many()
+        .col_expr(
+            group::Column::LastSeq,
+            Expr::col(group::Column::LastSeq).add(count as i64),
+        )
+        .filter(group::Column::Name.eq(name.as_str()))
+        .exec_with_returning(txn)
+        .await
+        .context("increment a group seq")?;
+    let row = updated
+        .into_iter()
+        .next()
+        .ok_or_else(|| herald_core::StoreError::Internal {
+            context: "increment a group seq",
+            source: format!("group {name} does not exist").into(),
+        })?;
+    Ok(row.last_seq as u64)
 }
 
 /// Encodes and stores one event per audience group, returning them for publishing.
@@ -402,19 +478,28 @@ async fn write_events(
         .iter()
         .map(|(group, seq)| Envelope::encode(kind, group, *seq, notification))
         .collect();
-    let rows = events.iter().map(|e| group_event::ActiveModel {
-        group_name: Set(e.group.to_string()),
-        seq: Set(e.seq as i64),
-        kind: Set(kind.as_str().to_owned()),
-        notification_id: Set(notification.id),
-        frame: Set(e.frame_text().to_owned()),
-        created_at: Set(herald_core::notification::now_millis()),
-    });
-    group_event::Entity::insert_many(rows)
+    group_event::Entity::insert_many(event_rows(kind, notification.id, &events))
         .exec_without_returning(txn)
         .await
         .context("insert group events")?;
     Ok(events)
+}
+
+/// The stored rows of a notification's events.
+pub(crate) fn event_rows(
+    kind: EventKind,
+    notification: NotificationId,
+    events: &[Envelope],
+) -> impl Iterator<Item = group_event::ActiveModel> + '_ {
+    let created_at = herald_core::notification::now_millis();
+    events.iter().map(move |e| group_event::ActiveModel {
+        group_name: Set(e.group.to_string()),
+        seq: Set(e.seq as i64),
+        kind: Set(kind.as_str().to_owned()),
+        notification_id: Set(notification),
+        frame: Set(e.frame_text().to_owned()),
+        created_at: Set(created_at),
+    })
 }
 
 async fn find_by_key<C: ConnectionTrait>(
