@@ -177,7 +177,7 @@ backend_tests! {
     }
 
     async fn concurrent_writes_get_contiguous_seqs(app: TestApp) {
-        // Writes that arrive together commit together; every one still gets its own seqs.
+        // Writes that arrive together commit together, and each one still gets its own seqs.
         let earlier: Vec<i64> = {
             let mut ids = Vec::new();
             for n in 0..20 {
@@ -223,8 +223,8 @@ backend_tests! {
         assert_eq!(notified, written, "each write has exactly one finance event");
     }
 
-    async fn failing_write_does_not_fail_its_neighbours(app: TestApp) {
-        // A write that the database rejects may share a transaction with others; they commit.
+    async fn failing_write_spares_its_neighbours(app: TestApp) {
+        // A write that the database rejects may share a transaction with others, which commit.
         let group = |name: &str| GroupName::parse(name).unwrap();
         let new = |receiver: &str, n: usize| NewNotification {
             content: Content::parse(format!("neighbour {n}")).unwrap(),

@@ -33,8 +33,8 @@ use crate::notifications::{
     insert_notification, not_confirmed,
 };
 
-/// Writes committed in one transaction at most. Each creation or confirmation stores two events
-/// of six columns, so a batch stays far below SQLite's 32,766 bound parameters.
+/// Writes committed in one transaction at most. Each write stores at most two events of six
+/// columns, so the event insert binds at most 768 parameters, below SQLite's older limit of 999.
 const MAX_BATCH: usize = 64;
 
 /// Writes waiting for the writer task before submitters wait for room.
@@ -159,11 +159,11 @@ async fn commit_alone(db: &DatabaseConnection, write: Write) -> StoreResult<Writ
     }
 }
 
-/// What a committed shared transaction did for one write.
+/// The result of one write in a committed shared transaction.
 enum Outcome {
     Written(Written),
-    /// A confirmation that found the notification not pending; what it is now is read after the
-    /// commit, as a failure to read it must not fail the writes that committed.
+    /// A confirmation that found the notification not pending. Its current state is read after
+    /// the commit, because a failed read must not fail the writes that committed.
     NotPending {
         id: NotificationId,
         by: Username,

@@ -30,7 +30,7 @@ impl NotificationStore for SeaStore {
     }
 
     async fn create_notification(&self, new: NewNotification) -> StoreResult<Created> {
-        // A keyed creation must look its key up under the group locks; it commits alone.
+        // A keyed creation looks its key up under the group locks, so it commits alone.
         if new.idempotency.is_some() {
             return create_alone(&self.db, new).await;
         }
@@ -363,7 +363,7 @@ pub(crate) async fn insert_notification<C: ConnectionTrait>(
         .await
 }
 
-/// Moves a pending notification to confirmed; `None` when it is not pending (or does not exist).
+/// Moves a pending notification to confirmed, or returns `None` when it is not pending or missing.
 ///
 /// The conditional update is the whole decision: of concurrent confirmations, on any number of
 /// instances, exactly one finds the row still pending.
@@ -393,7 +393,7 @@ pub(crate) async fn confirm_row(
     Ok(Some(convert::notification(row, Some(read))?))
 }
 
-/// The answer to a confirmation that found the notification not pending.
+/// Reads the current state of a notification that a confirmation found not pending.
 pub(crate) async fn not_confirmed(
     db: &DatabaseConnection,
     id: NotificationId,
@@ -442,7 +442,7 @@ async fn next_seqs(
     Ok(seqs)
 }
 
-/// Adds `count` to a group's seq and returns the new value; the row stays locked until commit.
+/// Adds `count` to a group's seq and returns the new value. The row stays locked until commit.
 pub(crate) async fn advance_seq(
     txn: &DatabaseTransaction,
     name: &GroupName,
@@ -485,7 +485,7 @@ async fn write_events(
     Ok(events)
 }
 
-/// The stored rows of a notification's events.
+/// Builds the stored rows of a notification's events.
 pub(crate) fn event_rows(
     kind: EventKind,
     notification: NotificationId,
