@@ -2,7 +2,7 @@
 //!
 //! A group's seq row stays locked from the increment until the commit, so writes that share a
 //! group run one transaction at a time, and each of them pays for its statements and its commit
-//! while the others wait. The write queue lets them share instead: one task per store takes every
+//! while the others wait. The write queue lets them share instead: a writer task takes every
 //! creation and confirmation waiting in the queue and commits them in one transaction, in three
 //! steps:
 //!
@@ -12,18 +12,22 @@
 //!    group rows are locked only for the last two steps;
 //! 3. the events, in one insert, and the commit.
 //!
+//! Every writer locks notification rows before group rows, each in ascending order, so several
+//! writers (on PostgreSQL) cannot deadlock one another or the single-write paths.
+//!
 //! A group's events still commit in seq order, as the rows stay locked until the commit. When
 //! the shared transaction fails for a reason other than an unreachable database, every write in
 //! it runs again alone, so that one bad write cannot fail the others.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use herald_core::event::{Envelope, EventKind};
 use herald_core::store::{Confirmed, Created, NewNotification, StoreResult};
 use herald_core::{GroupName, Notification, NotificationId, StoreError, Username};
-use sea_orm::{DatabaseConnection, EntityTrait, TransactionTrait};
-use tokio::sync::{mpsc, oneshot};
+use sea_orm::{DatabaseConnection, DbBackend, EntityTrait, TransactionTrait};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::convert;
 use crate::entity::group_event;
@@ -37,8 +41,12 @@ use crate::notifications::{
 /// columns, so the event insert binds at most 768 parameters, below SQLite's older limit of 999.
 const MAX_BATCH: usize = 64;
 
-/// Writes waiting for the writer task before submitters wait for room.
+/// Writes waiting for the writer tasks before submitters wait for room.
 const QUEUE: usize = 1024;
+
+/// Writer tasks on PostgreSQL. While one holds the group locks for its events and commit,
+/// another writes the rows of the next batch. SQLite has a single writer, so it gets one task.
+const POSTGRES_WRITERS: usize = 4;
 
 /// A change to a notification.
 pub(crate) enum Write {
@@ -69,10 +77,17 @@ pub(crate) struct WriteQueue {
 }
 
 impl WriteQueue {
-    /// Starts the writer task on the current Tokio runtime.
+    /// Starts the writer tasks on the current Tokio runtime.
     pub(crate) fn start(db: DatabaseConnection) -> Self {
         let (jobs, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(commit_loop(db, receiver));
+        let receiver = Arc::new(Mutex::new(receiver));
+        let writers = match db.get_database_backend() {
+            DbBackend::Postgres => POSTGRES_WRITERS,
+            _ => 1,
+        };
+        for _ in 0..writers {
+            tokio::spawn(commit_loop(db.clone(), receiver.clone()));
+        }
         Self { jobs }
     }
 
@@ -95,9 +110,13 @@ fn writer_gone() -> StoreError {
 }
 
 /// Commits whatever is queued, one transaction at a time, until every submitter is gone.
-async fn commit_loop(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>) {
+async fn commit_loop(db: DatabaseConnection, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        let received = jobs.lock().await.recv_many(&mut batch, MAX_BATCH).await;
+        if received == 0 {
+            return;
+        }
         let (writes, replies): (Vec<Write>, Vec<_>) =
             batch.drain(..).map(|job| (job.write, job.reply)).unzip();
 
