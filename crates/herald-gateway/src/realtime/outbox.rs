@@ -4,13 +4,19 @@
 //! bounded both in frames and in bytes. A push that would exceed either bound marks the queue
 //! overflowed instead of waiting, so a slow reader never delays the channel that feeds every
 //! other socket. The writer notices the mark, closes its socket with 4008 and drops the queue.
+//!
+//! The queue is a `VecDeque` behind a mutex with one stored waker. A Tokio mpsc channel allocates
+//! a block of 32 frames (48 bytes each) when it is created, so every idle socket would pay 1.5 KiB.
+//! An empty `VecDeque` allocates nothing. A push or a pop takes one uncontended lock.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 
 use axum::extract::ws::Utf8Bytes;
 use herald_core::GroupName;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// One text frame on its way to a socket.
 #[derive(Debug, Clone)]
@@ -30,44 +36,59 @@ pub enum PushError {
     Closed,
 }
 
+/// The queued frames and the writer's waker, guarded together.
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Outbound>,
+    bytes: usize,
+    /// Set when the writer closes the queue; pushes fail from then on.
+    closed: bool,
+    senders: usize,
+    /// The writer's waker while it waits for a frame.
+    waker: Option<Waker>,
+}
+
 struct Shared {
-    queued_bytes: AtomicUsize,
+    queue: Mutex<Queue>,
+    max_frames: usize,
     max_bytes: usize,
     overflowed: AtomicBool,
     overflow: Notify,
 }
 
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().expect("outbox mutex poisoned")
+    }
+}
+
 /// The producing side; cheap to clone.
-#[derive(Clone)]
 pub struct OutboxSender {
-    frames: mpsc::Sender<Outbound>,
     shared: Arc<Shared>,
 }
 
 /// The consuming side, owned by the socket's writer.
 pub struct OutboxReceiver {
-    frames: mpsc::Receiver<Outbound>,
     shared: Arc<Shared>,
 }
 
 /// Creates a queue of at most `max_frames` frames and `max_bytes` bytes of text.
 pub fn outbox(max_frames: usize, max_bytes: usize) -> (OutboxSender, OutboxReceiver) {
-    let (sender, receiver) = mpsc::channel(max_frames.max(1));
     let shared = Arc::new(Shared {
-        queued_bytes: AtomicUsize::new(0),
+        queue: Mutex::new(Queue {
+            senders: 1,
+            ..Queue::default()
+        }),
+        max_frames: max_frames.max(1),
         max_bytes: max_bytes.max(1),
         overflowed: AtomicBool::new(false),
         overflow: Notify::new(),
     });
     (
         OutboxSender {
-            frames: sender,
             shared: shared.clone(),
         },
-        OutboxReceiver {
-            frames: receiver,
-            shared,
-        },
+        OutboxReceiver { shared },
     )
 }
 
@@ -79,31 +100,30 @@ impl OutboxSender {
             return Err(PushError::Overflow);
         }
 
-        let len = frame.text.len();
-        let queued = shared.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
-        if queued > shared.max_bytes {
-            shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        let mut queue = shared.lock();
+        if queue.closed {
+            return Err(PushError::Closed);
+        }
+        let bytes = queue.bytes + frame.text.len();
+        if queue.frames.len() >= shared.max_frames || bytes > shared.max_bytes {
+            drop(queue);
             self.mark_overflowed();
             return Err(PushError::Overflow);
         }
+        queue.frames.push_back(frame);
+        queue.bytes = bytes;
+        let waker = queue.waker.take();
+        drop(queue);
 
-        match self.frames.try_send(frame) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                self.mark_overflowed();
-                Err(PushError::Overflow)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                Err(PushError::Closed)
-            }
+        if let Some(waker) = waker {
+            waker.wake();
         }
+        Ok(())
     }
 
     /// Reports whether the writer has gone away.
     pub fn is_closed(&self) -> bool {
-        self.frames.is_closed()
+        self.shared.lock().closed
     }
 
     fn mark_overflowed(&self) {
@@ -113,19 +133,55 @@ impl OutboxSender {
     }
 }
 
+impl Clone for OutboxSender {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for OutboxSender {
+    fn drop(&mut self) {
+        let mut queue = self.shared.lock();
+        queue.senders -= 1;
+        let waker = if queue.senders == 0 {
+            queue.waker.take()
+        } else {
+            None
+        };
+        drop(queue);
+
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
 impl OutboxReceiver {
-    /// Waits for the next frame; `None` once every sender is gone.
+    /// Waits for the next frame; `None` once every sender is gone and the queue is empty.
     pub async fn recv(&mut self) -> Option<Outbound> {
-        let frame = self.frames.recv().await?;
-        self.release(&frame);
-        Some(frame)
+        std::future::poll_fn(|cx| {
+            let mut queue = self.shared.lock();
+            if let Some(frame) = pop(&mut queue) {
+                return Poll::Ready(Some(frame));
+            }
+            if queue.senders == 0 || queue.closed {
+                return Poll::Ready(None);
+            }
+            match &mut queue.waker {
+                Some(waker) => waker.clone_from(cx.waker()),
+                None => queue.waker = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Takes the next frame if one is queued.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        let frame = self.frames.try_recv().ok()?;
-        self.release(&frame);
-        Some(frame)
+        pop(&mut self.shared.lock())
     }
 
     /// Returns a handle that waits for overflow while the receiver is borrowed elsewhere.
@@ -137,25 +193,31 @@ impl OutboxReceiver {
 
     /// Frames and bytes queued right now.
     pub fn queued(&self) -> (usize, usize) {
-        (
-            self.frames.len(),
-            self.shared.queued_bytes.load(Ordering::Acquire),
-        )
+        let queue = self.shared.lock();
+        (queue.frames.len(), queue.bytes)
     }
 
-    /// Drops everything queued and refuses further pushes.
+    /// Drops everything queued and rejects further pushes.
     pub fn close(&mut self) {
-        self.frames.close();
-        while let Ok(frame) = self.frames.try_recv() {
-            self.release(&frame);
-        }
+        let mut queue = self.shared.lock();
+        queue.closed = true;
+        queue.bytes = 0;
+        let frames = std::mem::take(&mut queue.frames);
+        drop(queue);
+        drop(frames);
     }
+}
 
-    fn release(&self, frame: &Outbound) {
-        self.shared
-            .queued_bytes
-            .fetch_sub(frame.text.len(), Ordering::AcqRel);
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        self.close();
     }
+}
+
+fn pop(queue: &mut Queue) -> Option<Outbound> {
+    let frame = queue.frames.pop_front()?;
+    queue.bytes -= frame.text.len();
+    Some(frame)
 }
 
 /// Watches one queue for overflow.
@@ -189,6 +251,11 @@ mod tests {
             event: None,
             text: Utf8Bytes::from(text),
         }
+    }
+
+    #[test]
+    fn outbound_frame_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<Outbound>(), 48);
     }
 
     #[tokio::test]
@@ -248,5 +315,36 @@ mod tests {
         assert_eq!(receiver.queued(), (0, 0));
         assert_eq!(sender.push(frame("b")), Err(PushError::Closed));
         assert!(sender.is_closed());
+    }
+
+    #[tokio::test]
+    async fn push_wakes_a_waiting_writer() {
+        let (sender, mut receiver) = outbox(8, 1024);
+        let writer = tokio::spawn(async move { receiver.recv().await.map(|f| f.text) });
+        tokio::task::yield_now().await;
+
+        sender.push(frame("late")).unwrap();
+
+        assert_eq!(writer.await.unwrap().unwrap().as_str(), "late");
+    }
+
+    #[tokio::test]
+    async fn recv_ends_when_every_sender_is_gone() {
+        let (sender, mut receiver) = outbox(8, 1024);
+        let other = sender.clone();
+        sender.push(frame("last")).unwrap();
+        drop(sender);
+
+        let writer = tokio::spawn(async move {
+            let first = receiver.recv().await.map(|f| f.text);
+            let second = receiver.recv().await.map(|f| f.text);
+            (first, second)
+        });
+        tokio::task::yield_now().await;
+        drop(other);
+
+        let (first, second) = writer.await.unwrap();
+        assert_eq!(first.unwrap().as_str(), "last");
+        assert!(second.is_none());
     }
 }
