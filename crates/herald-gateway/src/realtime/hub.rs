@@ -203,6 +203,14 @@ impl Hub {
         *open.borrow()
     }
 
+    /// Reports whether a socket of this instance has joined the group since the process started.
+    pub fn has_channel(&self, group: &GroupName) -> bool {
+        self.channels
+            .lock()
+            .expect("hub mutex poisoned")
+            .contains_key(group)
+    }
+
     /// Sockets open right now.
     pub fn open_sockets(&self) -> usize {
         *self.open_sockets.borrow()
