@@ -13,7 +13,7 @@ use crate::broker::{Broker, UserSignal, UserSignalKind};
 use crate::event::Envelope;
 use crate::names::GroupName;
 use crate::notification::{Content, Notification, NotificationId, Priority, now_millis};
-use crate::policy::{Caller, SendError, choose_sender_group};
+use crate::policy::{Caller, SendError, SendRule, choose_sender_group};
 use crate::store::{
     AuditEntry, Confirmed, Created, IdempotencyKey, ListFilter, NewNotification, Reader, Scope,
     Store, StoreError,
@@ -128,7 +128,10 @@ impl NotificationService {
         let receiver_raw = input
             .receiver_group
             .ok_or_else(|| required("receiver_group"))?;
-        let receiver = self.existing_group("receiver_group", &receiver_raw).await?;
+        let rules = self.store.list_rules().await?;
+        let receiver = self
+            .existing_group("receiver_group", &receiver_raw, &rules)
+            .await?;
         let priority = match input.priority {
             Some(raw) => raw
                 .parse::<Priority>()
@@ -136,11 +139,10 @@ impl NotificationService {
             None => Priority::default(),
         };
         let requested_sender = match input.sender_group {
-            Some(raw) => Some(self.existing_group("sender_group", &raw).await?),
+            Some(raw) => Some(self.existing_group("sender_group", &raw, &rules).await?),
             None => None,
         };
 
-        let rules = self.store.list_rules().await?;
         let sender_group =
             choose_sender_group(caller, &rules, &receiver, requested_sender.as_ref()).map_err(
                 |e| match e {
@@ -323,12 +325,25 @@ impl NotificationService {
         Ok(self.store.history(id).await?)
     }
 
-    async fn existing_group(&self, field: &'static str, raw: &str) -> ServiceResult<GroupName> {
+    /// Parses a group name from the request and checks that the group exists. A group named in
+    /// a send rule exists, as rules reference groups by foreign key, so only others are looked up.
+    async fn existing_group(
+        &self,
+        field: &'static str,
+        raw: &str,
+        rules: &[SendRule],
+    ) -> ServiceResult<GroupName> {
         let unknown = || ServiceError::UnknownGroup {
             field,
             group: raw.to_owned(),
         };
         let name = GroupName::parse(raw).map_err(|_| unknown())?;
+        if rules
+            .iter()
+            .any(|rule| rule.from == name || rule.to == name)
+        {
+            return Ok(name);
+        }
         match self.store.find_group(&name).await? {
             Some(_) => Ok(name),
             None => Err(unknown()),
