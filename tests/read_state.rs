@@ -24,6 +24,10 @@ backend_tests! {
 
         let fetched = app.get("fin", &format!("/api/notifications/{a}/")).await;
         assert_eq!(fetched.body["read"], true);
+        let unmarked = app.get("fin2", &format!("/api/notifications/{a}/")).await;
+        assert_eq!(unmarked.body["read"], false);
+        let own = app.get("ops", &format!("/api/notifications/{a}/")).await;
+        assert_eq!(own.body["read"], true, "a sender has read what it sent");
         let unread_list = app.get("fin", "/api/notifications/?unread=true").await;
         let ids: Vec<i64> = unread_list.body.as_array().unwrap().iter().map(|n| n["id"].as_i64().unwrap()).collect();
         assert_eq!(ids, vec![b]);

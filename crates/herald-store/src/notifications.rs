@@ -13,8 +13,8 @@ use herald_core::{GroupName, Notification, NotificationId, Status, Username};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use crate::SeaStore;
@@ -405,20 +405,49 @@ pub(crate) async fn not_confirmed(
     })
 }
 
+/// A notification row with whether one reader has a read mark on it.
+#[derive(FromQueryResult)]
+struct RowWithMark {
+    #[sea_orm(nested)]
+    row: notification::Model,
+    marked_read: bool,
+}
+
+/// Loads a notification and its read state for `reader` in one query.
 async fn find_notification(
     db: &DatabaseConnection,
     id: NotificationId,
     reader: &Username,
 ) -> StoreResult<Option<Notification>> {
-    let Some(row) = notification::Entity::find_by_id(id)
+    let mark = Query::select()
+        .expr(Expr::val(1))
+        .from(notification_read::Entity)
+        .and_where(
+            Expr::col((
+                notification_read::Entity,
+                notification_read::Column::NotificationId,
+            ))
+            .equals((notification::Entity, notification::Column::Id)),
+        )
+        .and_where(
+            Expr::col((
+                notification_read::Entity,
+                notification_read::Column::Username,
+            ))
+            .eq(reader.as_str()),
+        )
+        .to_owned();
+    let Some(found) = notification::Entity::find_by_id(id)
+        .column_as(Expr::exists(mark), "marked_read")
+        .into_model::<RowWithMark>()
         .one(db)
         .await
         .context("load a notification")?
     else {
         return Ok(None);
     };
-    let read = is_read_by(db, &row, reader).await?;
-    Ok(Some(convert::notification(row, Some(read))?))
+    let read = found.marked_read || found.row.sender == reader.as_str();
+    Ok(Some(convert::notification(found.row, Some(read))?))
 }
 
 /// The groups that receive a notification's events, sorted so that every writer locks them in
