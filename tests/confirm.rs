@@ -12,6 +12,7 @@ backend_tests! {
         assert_eq!(reply.body["status"], "confirmed");
         assert_eq!(reply.body["confirmed_by"], "fin");
         assert!(reply.body["confirmed_at"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(reply.body["read"], false, "confirming does not mark the notification read");
 
         let seen = app.get("ops", &format!("/api/notifications/{id}/")).await;
         assert_eq!(seen.body["status"], "confirmed");

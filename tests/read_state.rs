@@ -28,6 +28,8 @@ backend_tests! {
         assert_eq!(unmarked.body["read"], false);
         let own = app.get("ops", &format!("/api/notifications/{a}/")).await;
         assert_eq!(own.body["read"], true, "a sender has read what it sent");
+        let confirmed = app.post("fin", &format!("/api/notifications/{a}/confirm/"), json!({})).await;
+        assert_eq!(confirmed.body["read"], true, "the confirmation reply keeps the read mark");
         let unread_list = app.get("fin", "/api/notifications/?unread=true").await;
         let ids: Vec<i64> = unread_list.body.as_array().unwrap().iter().map(|n| n["id"].as_i64().unwrap()).collect();
         assert_eq!(ids, vec![b]);

@@ -220,11 +220,12 @@ impl NotificationService {
             .await?
         {
             Confirmed::Now {
-                notification,
+                mut notification,
                 events,
             } => {
                 tracing::info!(notification_id = id, confirmed_by = %caller.username, "notification confirmed");
                 self.publish(events).await;
+                notification.read = current.read;
                 Ok(notification)
             }
             Confirmed::Already(notification) => settled(caller, notification),

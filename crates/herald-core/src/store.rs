@@ -90,7 +90,8 @@ pub enum Created {
 /// The result of a conditional confirmation.
 #[derive(Debug, Clone)]
 pub enum Confirmed {
-    /// This call moved the notification from pending to confirmed.
+    /// This call moved the notification from pending to confirmed. Its `read` is unset:
+    /// confirming leaves read marks alone, so the caller keeps the state it loaded before.
     Now {
         notification: Notification,
         events: Vec<Envelope>,

@@ -364,6 +364,7 @@ pub(crate) async fn insert_notification<C: ConnectionTrait>(
 }
 
 /// Moves a pending notification to confirmed, or returns `None` when it is not pending or missing.
+/// The result leaves `read` unset, because the caller loaded the read state before confirming.
 ///
 /// The conditional update is the whole decision: of concurrent confirmations, on any number of
 /// instances, exactly one finds the row still pending.
@@ -389,8 +390,7 @@ pub(crate) async fn confirm_row(
     let Some(row) = updated.into_iter().next() else {
         return Ok(None);
     };
-    let read = is_read_by(txn, &row, by).await?;
-    Ok(Some(convert::notification(row, Some(read))?))
+    Ok(Some(convert::notification(row, None)?))
 }
 
 /// Reads the current state of a notification that a confirmation found not pending.
@@ -552,21 +552,6 @@ fn replayed(existing: notification::Model, fingerprint: &str) -> StoreResult<Cre
         existing,
         Some(true),
     )?))
-}
-
-async fn is_read_by<C: ConnectionTrait>(
-    db: &C,
-    row: &notification::Model,
-    reader: &Username,
-) -> StoreResult<bool> {
-    if row.sender == reader.as_str() {
-        return Ok(true);
-    }
-    let mark = notification_read::Entity::find_by_id((row.id, reader.to_string()))
-        .one(db)
-        .await
-        .context("load a read mark")?;
-    Ok(mark.is_some())
 }
 
 /// Rows the scope may see, or `None` when it may see nothing at all.
