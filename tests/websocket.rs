@@ -407,6 +407,7 @@ backend_tests! {
         assert!(text.contains(r#"herald_events_published_total{result="ok"}"#), "{text}");
         assert!(text.contains("herald_events_delivered_total"), "{text}");
         assert!(text.contains("herald_broadcast_duration_seconds_bucket"), "{text}");
+        assert!(text.contains(r#"herald_store_write_batch_size_bucket{le="1"}"#), "{text}");
     }
 
     async fn oversized_frame_closes_with_1009(app: TestApp) {

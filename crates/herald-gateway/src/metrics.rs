@@ -42,6 +42,9 @@ const BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Buckets of the writes per shared transaction, up to the write queue's batch limit of 64.
+const WRITE_BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder on first use and returns its handle. Must first be called
@@ -50,6 +53,11 @@ pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+            .expect("buckets are not empty")
+            .set_buckets_for_metric(
+                Matcher::Full(herald_store::WRITE_BATCH_SIZE.into()),
+                WRITE_BATCH_BUCKETS,
+            )
             .expect("buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();

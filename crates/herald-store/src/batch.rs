@@ -41,6 +41,12 @@ use crate::notifications::{
 /// columns, so the event insert binds at most 768 parameters, below SQLite's older limit of 999.
 const MAX_BATCH: usize = 64;
 
+/// Writes per shared transaction (histogram).
+pub const WRITE_BATCH_SIZE: &str = "herald_store_write_batch_size";
+
+/// Shared transactions that failed and whose writes ran again alone (counter).
+pub const WRITE_BATCH_RETRIES: &str = "herald_store_write_batch_retries_total";
+
 /// Writes waiting for the writer tasks before submitters wait for room.
 const QUEUE: usize = 1024;
 
@@ -120,6 +126,8 @@ async fn commit_loop(db: DatabaseConnection, jobs: Arc<Mutex<mpsc::Receiver<Job>
         let (writes, replies): (Vec<Write>, Vec<_>) =
             batch.drain(..).map(|job| (job.write, job.reply)).unzip();
 
+        metrics::histogram!(WRITE_BATCH_SIZE).record(writes.len() as f64);
+
         match commit_together(&db, &writes).await {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -140,6 +148,7 @@ async fn commit_loop(db: DatabaseConnection, jobs: Arc<Mutex<mpsc::Receiver<Job>
             }
             Err(error) => {
                 tracing::debug!(%error, writes = writes.len(), "shared write transaction failed; committing each write alone");
+                metrics::counter!(WRITE_BATCH_RETRIES).increment(1);
                 for (write, reply) in writes.into_iter().zip(replies) {
                     let _ = reply.send(commit_alone(&db, write).await);
                 }

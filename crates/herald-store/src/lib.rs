@@ -30,6 +30,7 @@ use batch::WriteQueue;
 use herald_migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
+pub use batch::{WRITE_BATCH_RETRIES, WRITE_BATCH_SIZE};
 pub use error::StoreErrorExt;
 
 /// Connection settings beyond the URL.
