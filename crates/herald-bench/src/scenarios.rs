@@ -465,7 +465,9 @@ async fn open_sockets(target: &Target, count: usize, label: &str) -> anyhow::Res
         .map(|n| {
             let url = target.ws_url(n, &format!("/ws/notifications/{RECEIVER_GROUP}/"));
             let token = target.token(&format!("bench-reader-{n}"), RECEIVER_GROUP);
-            async move {
+            // A task per handshake, so that handshakes run on every core rather than in the
+            // one task that polls this stream.
+            tokio::spawn(async move {
                 let mut request = url.into_client_request()?;
                 request.headers_mut().insert(
                     "authorization",
@@ -478,7 +480,7 @@ async fn open_sockets(target: &Target, count: usize, label: &str) -> anyhow::Res
                     tokio_tungstenite::connect_async_with_config(request, Some(config), true)
                         .await?;
                 Ok::<_, anyhow::Error>(socket)
-            }
+            })
         })
         .buffer_unordered(CONNECT_CONCURRENCY);
     tokio::pin!(attempts);
@@ -490,6 +492,7 @@ async fn open_sockets(target: &Target, count: usize, label: &str) -> anyhow::Res
         elapsed: Duration::ZERO,
     };
     while let Some(attempt) = attempts.next().await {
+        let attempt = attempt.context("a handshake task panicked")?;
         match attempt {
             Ok(socket) => opened.open.push(socket),
             Err(error) => {
