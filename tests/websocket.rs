@@ -186,6 +186,17 @@ backend_tests! {
         let unknown = app.ws_with_token(&fin, "/ws/notifications/nowhere/").await;
         assert_eq!(unknown.err().map(|s| s.as_u16()), Some(404));
 
+        // A token may name a group that storage lacks; joining it through the all-groups
+        // endpoint must not make the group look real to the next socket.
+        let ghost = app.token_with_groups("fin", &["finance", "ghost"], Duration::from_secs(60));
+        let _all = app.ws_with_token(&ghost, "/ws/notifications/").await.expect("all-groups handshake");
+        let unknown = app.ws_with_token(&ghost, "/ws/notifications/ghost/").await;
+        assert_eq!(unknown.err().map(|s| s.as_u16()), Some(404));
+        let known = app.ws_with_token(&fin, "/ws/notifications/finance/").await;
+        assert!(known.is_ok(), "a known group opens");
+        let again = app.ws_with_token(&fin, "/ws/notifications/finance/").await;
+        assert!(again.is_ok(), "a remembered group opens without a lookup");
+
         let bearer = format!("Bearer {fin}");
         let cross_site = WsClient::connect(
             &app.ws_url("/ws/notifications/finance/"),

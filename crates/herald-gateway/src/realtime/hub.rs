@@ -12,7 +12,7 @@
 //! its sockets need, and it keeps the subscription while the process runs: groups are few and
 //! long-lived, and a channel without sockets costs one query per reconcile interval.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -108,6 +108,8 @@ pub struct Hub {
     options: RealtimeOptions,
     channels: Mutex<HashMap<GroupName, Arc<GroupChannel>>>,
     users: Mutex<HashMap<Username, HashMap<SocketId, UserSocket>>>,
+    /// Groups that storage confirmed to exist, so that sockets joining them skip the lookup.
+    known_groups: Mutex<HashSet<GroupName>>,
     next_socket: AtomicU64,
     shutdown: watch::Sender<bool>,
     open_sockets: watch::Sender<usize>,
@@ -121,6 +123,7 @@ impl Hub {
             options,
             channels: Mutex::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
+            known_groups: Mutex::new(HashSet::new()),
             next_socket: AtomicU64::new(1),
             shutdown: watch::Sender::new(false),
             open_sockets: watch::Sender::new(0),
@@ -203,12 +206,20 @@ impl Hub {
         *open.borrow()
     }
 
-    /// Reports whether a socket of this instance has joined the group since the process started.
-    pub fn has_channel(&self, group: &GroupName) -> bool {
-        self.channels
+    /// Reports whether storage has confirmed, since the process started, that the group exists.
+    pub fn is_known_group(&self, group: &GroupName) -> bool {
+        self.known_groups
             .lock()
             .expect("hub mutex poisoned")
-            .contains_key(group)
+            .contains(group)
+    }
+
+    /// Records that storage has the group. Groups are never deleted, so the record stays true.
+    pub fn remember_group(&self, group: &GroupName) {
+        self.known_groups
+            .lock()
+            .expect("hub mutex poisoned")
+            .insert(group.clone());
     }
 
     /// Sockets open right now.

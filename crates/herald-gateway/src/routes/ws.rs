@@ -54,10 +54,13 @@ pub async fn group_stream(
 
     let unknown = || ApiError::NotFound(format!("group {group:?} does not exist"));
     let name = GroupName::parse(&group).map_err(|_| unknown())?;
-    // Groups are never deleted, so a group with a channel here exists, and the common case of
+    // Groups are never deleted, so a group found once exists for good, and the common case of
     // another socket joining a busy group skips the database.
-    if !state.hub.has_channel(&name) && state.service.store().find_group(&name).await?.is_none() {
-        return Err(unknown());
+    if !state.hub.is_known_group(&name) {
+        if state.service.store().find_group(&name).await?.is_none() {
+            return Err(unknown());
+        }
+        state.hub.remember_group(&name);
     }
     if !verified.caller.admin && !verified.caller.is_member(&name) {
         return Err(ApiError::Forbidden(format!(
