@@ -111,7 +111,7 @@ impl WriteQueue {
 fn writer_gone() -> StoreError {
     StoreError::Internal {
         context: "queue a notification write",
-        source: "the store's writer task has stopped".into(),
+        source: "the store's writer task stopped before replying".into(),
     }
 }
 
@@ -123,35 +123,46 @@ async fn commit_loop(db: DatabaseConnection, jobs: Arc<Mutex<mpsc::Receiver<Job>
         if received == 0 {
             return;
         }
-        let (writes, replies): (Vec<Write>, Vec<_>) =
-            batch.drain(..).map(|job| (job.write, job.reply)).unzip();
 
-        metrics::histogram!(WRITE_BATCH_SIZE).record(writes.len() as f64);
+        // A task of its own, so that a panic fails this batch's writes and not the writer.
+        let jobs = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+        let committed = tokio::spawn(commit_batch(db.clone(), jobs)).await;
+        if let Err(error) = committed {
+            tracing::error!(%error, writes = received, "write batch panicked; its writes failed");
+        }
+    }
+}
 
-        match commit_together(&db, &writes).await {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let result = match outcome {
-                        Outcome::Written(written) => Ok(written),
-                        Outcome::NotPending { id, by } => {
-                            not_confirmed(&db, id, &by).await.map(Written::Confirmed)
-                        }
-                    };
-                    let _ = reply.send(result);
-                }
+/// Commits one batch and sends each write its result.
+async fn commit_batch(db: DatabaseConnection, jobs: Vec<Job>) {
+    let (writes, replies): (Vec<Write>, Vec<_>) =
+        jobs.into_iter().map(|job| (job.write, job.reply)).unzip();
+
+    metrics::histogram!(WRITE_BATCH_SIZE).record(writes.len() as f64);
+
+    match commit_together(&db, &writes).await {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let result = match outcome {
+                    Outcome::Written(written) => Ok(written),
+                    Outcome::NotPending { id, by } => {
+                        not_confirmed(&db, id, &by).await.map(Written::Confirmed)
+                    }
+                };
+                let _ = reply.send(result);
             }
-            Err(error) if writes.len() == 1 || matches!(error, StoreError::Unavailable { .. }) => {
-                let error = share_error(&error);
-                for reply in replies {
-                    let _ = reply.send(Err(error()));
-                }
+        }
+        Err(error) if writes.len() == 1 || matches!(error, StoreError::Unavailable { .. }) => {
+            let error = share_error(&error);
+            for reply in replies {
+                let _ = reply.send(Err(error()));
             }
-            Err(error) => {
-                tracing::debug!(%error, writes = writes.len(), "shared write transaction failed; committing each write alone");
-                metrics::counter!(WRITE_BATCH_RETRIES).increment(1);
-                for (write, reply) in writes.into_iter().zip(replies) {
-                    let _ = reply.send(commit_alone(&db, write).await);
-                }
+        }
+        Err(error) => {
+            tracing::debug!(%error, writes = writes.len(), "shared write transaction failed; committing each write alone");
+            metrics::counter!(WRITE_BATCH_RETRIES).increment(1);
+            for (write, reply) in writes.into_iter().zip(replies) {
+                let _ = reply.send(commit_alone(&db, write).await);
             }
         }
     }
