@@ -186,7 +186,7 @@ backend_tests! {
         let unknown = app.ws_with_token(&fin, "/ws/notifications/nowhere/").await;
         assert_eq!(unknown.err().map(|s| s.as_u16()), Some(404));
 
-        // A token may name a group that storage lacks; joining it through the all-groups
+        // A token may name a group that storage lacks. Joining it through the all-groups
         // endpoint must not make the group look real to the next socket.
         let ghost = app.token_with_groups("fin", &["finance", "ghost"], Duration::from_secs(60));
         let _all = app.ws_with_token(&ghost, "/ws/notifications/").await.expect("all-groups handshake");

@@ -64,7 +64,7 @@ pub struct RestArgs {
     pub duration_secs: u64,
 }
 
-/// What one socket observed during a fan-out run.
+/// The counts and latencies that one socket observed during a fan-out run.
 ///
 /// Everything is allocated before the first POST: a reader that allocated or built a histogram
 /// while frames arrive would charge the load generator's own work to the gateway's latency.

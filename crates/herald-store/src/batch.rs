@@ -153,9 +153,8 @@ async fn commit_batch(db: DatabaseConnection, jobs: Vec<Job>) {
             }
         }
         Err(error) if writes.len() == 1 || matches!(error, StoreError::Unavailable { .. }) => {
-            let error = share_error(&error);
             for reply in replies {
-                let _ = reply.send(Err(error()));
+                let _ = reply.send(Err(copy_error(&error)));
             }
         }
         Err(error) => {
@@ -168,24 +167,17 @@ async fn commit_batch(db: DatabaseConnection, jobs: Vec<Job>) {
     }
 }
 
-/// Copies an error for every write of a failed batch.
-fn share_error(error: &StoreError) -> impl Fn() -> StoreError + '_ {
-    move || {
-        let source = match error {
-            StoreError::Unavailable { source, .. } | StoreError::Internal { source, .. } => {
-                source.to_string()
-            }
-        };
-        match error {
-            StoreError::Unavailable { context, .. } => StoreError::Unavailable {
-                context,
-                source: source.into(),
-            },
-            StoreError::Internal { context, .. } => StoreError::Internal {
-                context,
-                source: source.into(),
-            },
-        }
+/// Copies an error for one write of a failed batch. The copy keeps the source's message only.
+fn copy_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable { context, source } => StoreError::Unavailable {
+            context,
+            source: source.to_string().into(),
+        },
+        StoreError::Internal { context, source } => StoreError::Internal {
+            context,
+            source: source.to_string().into(),
+        },
     }
 }
 

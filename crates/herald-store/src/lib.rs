@@ -13,8 +13,8 @@
 //! - idempotent creation rests on a unique index over (sender, idempotency_key).
 //!
 //! Within one process, creations and confirmations go through a write queue (`batch`) that
-//! commits whatever is waiting in one transaction, so that writers of the same groups share
-//! their round trips and commits instead of queueing on the group locks one by one.
+//! commits whatever is waiting in one transaction. Writers of the same groups then share their
+//! round trips and commits instead of queueing on the group locks one by one.
 
 mod batch;
 mod convert;
